@@ -1,0 +1,51 @@
+"""What every actor shares: ports, policies and settings, bundled once per process."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from opentelemetry.trace import Tracer
+
+from actors.machine import Lifecycle
+from actors.observe import Observer
+from engine.breaker import Breaker
+from engine.compression import CompressionPolicy
+from engine.domain import EventIds
+from engine.ports import Clock, LanguageModel, ReplySink, Store, TokenCounter, Transcriber
+from engine.prompt import PromptBuilder, Template
+
+
+@dataclass(frozen=True, slots=True)
+class ActorSettings:
+    """Tunables of actors and the registry (environment variables in the README)."""
+
+    mailbox_capacity: int = 32
+    recent_events: int = 20
+    idle_timeout_s: float = 15 * 60
+    breaker_cooldown_s: float = 30.0
+    breaker_max_cooldown_s: float = 600.0
+    store_retry_s: float = 2.0
+    store_retry_max_s: float = 60.0
+
+    def new_breaker(self) -> Breaker:
+        return Breaker(self.breaker_cooldown_s, self.breaker_max_cooldown_s)
+
+
+@dataclass(frozen=True, slots=True)
+class ActorDeps:
+    """The ports and policies one process gives all its actors."""
+
+    store: Store
+    llm: LanguageModel
+    sink: ReplySink
+    clock: Clock
+    counter: TokenCounter
+    prompts: PromptBuilder
+    summarize: Template
+    observer: Observer
+    tracer: Tracer
+    transcriber: Transcriber | None = None
+    policy: CompressionPolicy = CompressionPolicy()
+    settings: ActorSettings = ActorSettings()
+    lifecycle: Lifecycle = field(default_factory=Lifecycle)
+    ids: EventIds = field(default_factory=EventIds)

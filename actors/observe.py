@@ -1,0 +1,107 @@
+"""What actors report for metrics: small frozen records handed to one `Observer` method.
+
+The telemetry adapter dispatches them by type onto Prometheus instruments; tests may collect
+them. Records carry no message text and no user id.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+from engine.domain import Role, Source
+from engine.lifecycle import Phase, Trigger
+
+
+@dataclass(frozen=True, slots=True)
+class TransitionMade:
+    source: Phase
+    dest: Phase
+    trigger: Trigger
+
+
+@dataclass(frozen=True, slots=True)
+class TurnFinished:
+    """`status` is one of ok, degraded, declined, error, voice_rejected."""
+
+    source: Source
+    status: str
+    latency_s: float
+    service_s: float
+
+
+@dataclass(frozen=True, slots=True)
+class PromptBuilt:
+    tokens: int
+    truncated: bool
+
+
+@dataclass(frozen=True, slots=True)
+class EventsStored:
+    roles: tuple[Role, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class ProfileAccessed:
+    """A profile read (with the read's duration) or write."""
+
+    write: bool
+    seconds: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class LLMCalled:
+    """`status`: ok, unavailable or rejected; `endpoint` > 0 means a fallback answered."""
+
+    purpose: str
+    status: str
+    endpoint: int
+    seconds: float
+    prompt_tokens: int
+    completion_tokens: int
+
+
+@dataclass(frozen=True, slots=True)
+class CompressionFinished:
+    """`status`: ok or error; `reason` says why it failed (empty on success)."""
+
+    status: str
+    seconds: float
+    events_deleted: int
+    reason: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class MailboxRejected:
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class ActorCrashed:
+    pass
+
+
+Observation = (
+    TransitionMade
+    | TurnFinished
+    | PromptBuilt
+    | EventsStored
+    | ProfileAccessed
+    | LLMCalled
+    | CompressionFinished
+    | MailboxRejected
+    | ActorCrashed
+)
+
+
+class Observer(Protocol):
+    """Receives observations; must not block or raise."""
+
+    def record(self, observation: Observation) -> None: ...
+
+
+class NullObserver:
+    """Discards observations (benchmarks of the bare engine)."""
+
+    def record(self, observation: Observation) -> None:
+        return None

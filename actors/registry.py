@@ -1,0 +1,286 @@
+"""The registry: activates a user's actor on first message, passivates idle ones, drains.
+
+It owns every actor task through one anyio task group, keeps strong references to actors,
+and persists each message before `tell` returns (durable from acceptance).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Self
+
+import anyio
+from anyio.abc import TaskGroup
+from opentelemetry import context as otel_context
+
+from actors.deps import ActorDeps
+from actors.observe import ActorCrashed, MailboxRejected
+from actors.user_actor import Envelope, UserActor, recovered
+from engine.domain import Language, MemoryEvent, Source, UserProfile
+from engine.errors import ShuttingDown
+from engine.lifecycle import Phase
+from engine.messages import Command, HandleText, HandleVoice, UserMessage
+from engine.persona import line
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class Accepted:
+    """The message is stored and queued; its reply will reach the sink."""
+
+    event_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class Rejected:
+    """The mailbox was full; nothing was stored. `reply` is the butler's answer to send."""
+
+    reply: str
+
+
+Ticket = Accepted | Rejected
+
+
+@dataclass(frozen=True, slots=True)
+class ActorView:
+    """A live actor as operators see it."""
+
+    user_id: str
+    state: str
+    mailbox_depth: int
+    turn_age_s: float | None
+    idle_s: float
+    last_transition: tuple[float, str, str, str] | None
+    transitions: int
+
+
+class Registry:
+    """All live actors of the process. Use as `async with Registry(deps) as registry:`."""
+
+    def __init__(self, deps: ActorDeps) -> None:
+        self._deps = deps
+        self._actors: dict[str, UserActor] = {}
+        self._activating: dict[str, asyncio.Future[UserActor]] = {}
+        self._group: TaskGroup | None = None
+        self._closing = False
+        self._idle = anyio.Event()
+
+    async def __aenter__(self) -> Self:
+        self._group = anyio.create_task_group()
+        await self._group.__aenter__()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.drain()
+        assert self._group is not None
+        await self._group.__aexit__(exc_type, exc, tb)
+
+    # -- intake ------------------------------------------------------------------------------
+
+    async def tell_text(
+        self,
+        user_id: str,
+        text: str,
+        *,
+        source: Source = "text",
+        language: Language | None = None,
+    ) -> Ticket:
+        """Store `text` as the user's message and queue it; never waits for a mailbox slot.
+
+        Raises:
+            ShuttingDown: the registry is draining.
+            StoreUnavailable: the message could not be stored (nothing was accepted).
+        """
+        actor = await self._actor(user_id, language)
+        event = self._event(actor, text, source)
+        return await self._accept(actor, HandleText(event), event, language)
+
+    async def tell_voice(
+        self, user_id: str, audio: bytes, *, language: Language | None = None
+    ) -> Ticket:
+        """Store a voice message (its transcript is filled in later) and queue it."""
+        actor = await self._actor(user_id, language)
+        event = self._event(actor, "", "voice")
+        return await self._accept(actor, HandleVoice(event, audio), event, language)
+
+    async def tell(self, user_id: str, command: Command) -> Ticket:
+        """Queue a non-message command (compress, reset) behind the user's messages."""
+        actor = await self._actor(user_id, None)
+        envelope = Envelope(command, otel_context.get_current(), self._deps.clock.monotonic())
+        if not actor.mailbox.offer(envelope):
+            return Rejected(line("busy", actor.language))
+        return Accepted("")
+
+    def _event(self, actor: UserActor, text: str, source: Source) -> MemoryEvent:
+        deps = self._deps
+        event_id, stamp = deps.ids.next(deps.clock.now())
+        return MemoryEvent(
+            id=event_id,
+            user_id=actor.user_id,
+            role="user",
+            content=text,
+            source=source,
+            created_at=stamp,
+            tokens=deps.counter.count(text),
+        )
+
+    async def _accept(
+        self,
+        actor: UserActor,
+        command: UserMessage,
+        event: MemoryEvent,
+        language: Language | None,
+    ) -> Ticket:
+        deps = self._deps
+        persisted: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        envelope = Envelope(command, otel_context.get_current(), deps.clock.monotonic(), persisted)
+        # The slot is taken before the write so mailbox order is acceptance order.
+        if not actor.mailbox.offer(envelope):
+            deps.observer.record(MailboxRejected())
+            return Rejected(line("busy", actor.language, event.id))
+        profile = None
+        if not actor.profile_known:
+            profile = UserProfile.new(actor.user_id, event.created_at, language or actor.language)
+        try:
+            with deps.tracer.start_as_current_span("store.append"):
+                await deps.store.append([event], profile=profile)
+        except BaseException:
+            persisted.set_result(False)
+            raise
+        persisted.set_result(True)
+        actor.profile_known = True
+        return Accepted(event.id)
+
+    # -- activation and passivation ----------------------------------------------------------
+
+    async def _actor(self, user_id: str, language: Language | None) -> UserActor:
+        while True:
+            if self._closing:
+                raise ShuttingDown("the butler is shutting down")
+            actor = self._actors.get(user_id)
+            if actor is None:
+                pending = self._activating.get(user_id)
+                actor = await (asyncio.shield(pending) if pending else self._activate(user_id,
+                                                                                     language))
+            if not actor.retired:
+                return actor
+
+    async def _activate(self, user_id: str, language: Language | None) -> UserActor:
+        deps = self._deps
+        future: asyncio.Future[UserActor] = asyncio.get_running_loop().create_future()
+        self._activating[user_id] = future
+        try:
+            with deps.tracer.start_as_current_span("actor.activate"):
+                profile = await deps.store.get_profile(user_id)
+                owed = await deps.store.unanswered(user_id)
+            actor = UserActor(
+                user_id, deps, language=profile.language if profile else (language or "ru")
+            )
+            actor.profile_known = profile is not None
+            now = deps.clock.monotonic()
+            for event in owed:
+                actor.mailbox.offer(recovered(event, now), force=True)
+            self._start(actor)
+            future.set_result(actor)
+            return actor
+        except BaseException as exc:
+            future.set_exception(exc)
+            future.exception()  # retrieved: waiters re-raise it themselves
+            raise
+        finally:
+            del self._activating[user_id]
+
+    def _start(self, actor: UserActor) -> None:
+        assert self._group is not None, "use the registry as an async context manager"
+        self._actors[actor.user_id] = actor
+        self._idle = anyio.Event() if self._idle.is_set() else self._idle
+        self._group.start_soon(self._supervise, actor, name=f"actor:{len(self._actors)}")
+
+    async def _supervise(self, actor: UserActor) -> None:
+        """Run an actor; a crash of its loop removes it and restarts it if messages wait."""
+        crashed = False
+        try:
+            await actor.run(self._retire)
+        except Exception:  # a bug in the loop itself: keep the registry and the other actors
+            crashed = True
+            log.exception("actor loop crashed")
+            self._deps.observer.record(ActorCrashed())
+        finally:
+            self._forget(actor)
+        if crashed and len(actor.mailbox) and not self._closing:
+            # Its messages are stored; a fresh actor recovers them from the store.
+            await self._activate(actor.user_id, actor.language)
+
+    def _retire(self, actor: UserActor) -> bool:
+        """Passivate `actor` if nothing waits for it (called by the actor, synchronously)."""
+        if len(actor.mailbox) or actor.stopping:
+            return False
+        actor.retired = True
+        self._forget(actor)
+        return True
+
+    def _forget(self, actor: UserActor) -> None:
+        actor.retired = True
+        if self._actors.get(actor.user_id) is actor:
+            del self._actors[actor.user_id]
+        if not self._actors:
+            self._idle.set()
+
+    async def drain(self, timeout_s: float = 30.0) -> None:
+        """Stop intake, let each actor finish the envelope in hand, then stop it.
+
+        Messages still waiting are already stored and are answered after the next start.
+        """
+        self._closing = True
+        for actor in list(self._actors.values()):
+            actor.stop()
+        with anyio.move_on_after(timeout_s):
+            if self._actors:
+                await self._idle.wait()
+        if self._actors and self._group is not None:
+            log.warning("drain deadline passed", extra={"actors_left": len(self._actors)})
+            self._group.cancel_scope.cancel()
+
+    # -- inspection --------------------------------------------------------------------------
+
+    def __len__(self) -> int:
+        return len(self._actors)
+
+    def get(self, user_id: str) -> UserActor | None:
+        return self._actors.get(user_id)
+
+    def views(self) -> list[ActorView]:
+        now = self._deps.clock.monotonic()
+        return [
+            ActorView(
+                user_id=a.user_id,
+                state=a.state,
+                mailbox_depth=len(a.mailbox),
+                turn_age_s=None if a.phase in _RESTING else now - a.turn_started,
+                idle_s=now - a.last_active,
+                last_transition=a.last_transition,
+                transitions=a.transitions,
+            )
+            for a in self._actors.values()
+        ]
+
+    def count_by_phase(self) -> dict[Phase, int]:
+        counts = dict.fromkeys(Phase, 0)
+        for actor in self._actors.values():
+            counts[actor.phase] += 1
+        return counts
+
+    def mailbox_depths(self) -> list[int]:
+        return [len(a.mailbox) for a in self._actors.values()]
+
+
+_RESTING = frozenset({Phase.IDLE, Phase.DEGRADED})

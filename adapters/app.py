@@ -1,0 +1,163 @@
+"""The composition root: builds every adapter from settings and wires them into actors.
+
+`open_app(settings=..., sink=...)` is the one place that imports every layer; each `None`
+argument becomes the real adapter, so tests pass fakes behind the ports instead.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack, asynccontextmanager, suppress
+from dataclasses import dataclass
+from datetime import timedelta
+from importlib import resources
+
+from opentelemetry import trace
+from prometheus_client import CollectorRegistry
+
+from actors.deps import ActorDeps
+from actors.observe import Observer
+from actors.registry import Registry
+from adapters.clock import SystemClock
+from adapters.settings import Settings
+from adapters.telemetry import ActorCollector, ButlerMetrics
+from engine.errors import StoreUnavailable
+from engine.ports import Clock, LanguageModel, ReplySink, Store, TokenCounter, Transcriber
+from engine.prompt import PromptBuilder, Template, parse_template
+from engine.tokens import CalibratedEstimator
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class Templates:
+    """The versioned prompt templates shipped in `adapters/templates/`."""
+
+    persona: Template
+    memory_summary: Template
+    summarize: Template
+
+    @classmethod
+    def load(cls) -> Templates:
+        folder = resources.files("adapters") / "templates"
+
+        def read(name: str) -> Template:
+            return parse_template((folder / name).read_text(encoding="utf-8"))
+
+        return cls(read("persona.txt"), read("memory_summary.txt"), read("summarize.txt"))
+
+
+@dataclass(frozen=True, slots=True)
+class App:
+    """A running engine: the registry to tell, and what operators look at."""
+
+    settings: Settings
+    registry: Registry
+    store: Store
+    llm: LanguageModel
+    metrics: CollectorRegistry
+
+
+async def open_store(settings: Settings) -> Store:
+    """The store named by `BUTLER_STORE` (a SQLite path by default)."""
+    path = settings.sqlite_path
+    if path is None:
+        raise StoreUnavailable("MongoDB stores are not available in this build")
+    from adapters.storage.sqlite import SqliteStore
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return await SqliteStore.open(path)
+
+
+def make_counter(settings: Settings) -> TokenCounter:
+    """The served model's tokenizer when configured, else the calibrated estimate."""
+    if settings.tokenizer:
+        from adapters.tokenizer import HFTokenizerCounter
+
+        return HFTokenizerCounter(settings.tokenizer)
+    return CalibratedEstimator()
+
+
+def make_llm(settings: Settings) -> LanguageModel:
+    from adapters.llm.openai_http import LLMSettings, OpenAIChatModel
+
+    return OpenAIChatModel(
+        settings=LLMSettings(
+            urls=settings.llm_urls,
+            model=settings.llm_model,
+            api_key=settings.llm_api_key,
+            connect_timeout_s=settings.llm_connect_timeout_s,
+            read_timeout_s=settings.llm_read_timeout_s,
+            total_timeout_s=settings.llm_total_timeout_s,
+            retries=settings.llm_retries,
+        )
+    )
+
+
+@asynccontextmanager
+async def open_app(
+    *,
+    settings: Settings,
+    sink: ReplySink,
+    store: Store | None = None,
+    llm: LanguageModel | None = None,
+    transcriber: Transcriber | None = None,
+    clock: Clock | None = None,
+    counter: TokenCounter | None = None,
+    observer: Observer | None = None,
+    metrics: CollectorRegistry | None = None,
+) -> AsyncIterator[App]:
+    """Build, start and finally drain and close the engine."""
+    async with AsyncExitStack() as stack:
+        if store is None:
+            store = await open_store(settings)
+            stack.push_async_callback(store.close)
+        if llm is None:
+            llm = make_llm(settings)
+            closer = getattr(llm, "close", None)
+            if closer is not None:
+                stack.push_async_callback(closer)
+        metrics = metrics if metrics is not None else CollectorRegistry()
+        observer = observer if observer is not None else ButlerMetrics(metrics)
+        counter = counter if counter is not None else make_counter(settings)
+        templates = Templates.load()
+        deps = ActorDeps(
+            store=store,
+            llm=llm,
+            sink=sink,
+            clock=clock or SystemClock(),
+            counter=counter,
+            prompts=PromptBuilder(
+                templates.persona, templates.memory_summary, counter, settings.budget
+            ),
+            summarize=templates.summarize,
+            observer=observer,
+            tracer=trace.get_tracer("butler"),
+            transcriber=transcriber,
+            policy=settings.policy,
+            settings=settings.actors,
+        )
+        registry = await stack.enter_async_context(Registry(deps))
+        metrics.register(ActorCollector(registry))
+        retention = asyncio.create_task(_retention_loop(store, deps.clock, settings))
+        try:
+            yield App(settings, registry, store, llm, metrics)
+        finally:
+            retention.cancel()
+            with suppress(asyncio.CancelledError):
+                await retention
+
+
+async def _retention_loop(store: Store, clock: Clock, settings: Settings) -> None:
+    """Delete events older than the retention period now and then every interval."""
+    period = timedelta(days=settings.retention_days)
+    while True:
+        try:
+            removed = await store.purge_older_than(clock.now() - period)
+            if removed:
+                log.info("retention purge", extra={"events_removed": removed})
+        except StoreUnavailable:
+            log.warning("retention purge skipped: store unavailable")
+        await asyncio.sleep(settings.retention_interval_s)  # noqa: TID251 - a periodic job

@@ -1,0 +1,174 @@
+"""The `butler` command line: `chat` with a user's actor, `admin` views of the store."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import sys
+from collections.abc import Sequence
+from dataclasses import asdict
+from datetime import datetime
+from typing import Any, TextIO
+
+from actors.registry import Registry, Rejected
+from adapters.app import open_app, open_store
+from adapters.settings import Settings, SettingsError
+from adapters.telemetry import configure_tracing
+from engine.errors import ButlerError
+from engine.ports import OutgoingReply
+
+NO_LLM_HINT = (
+    "butler: no language model answers at {urls}; replies are canned (degraded) until one does.\n"
+    "butler: start a local OpenAI-compatible server, e.g. `llama-server -m model.gguf --port "
+    "8080` (llama.cpp), `ollama serve` (then BUTLER_LLM_URL=http://127.0.0.1:11434/v1 "
+    "BUTLER_LLM_MODEL=<model>) or vLLM, and point BUTLER_LLM_URL at its /v1 base URL."
+)
+
+
+class ConsoleSink:
+    """Hands replies to whoever waits for them; prints the others as they come."""
+
+    def __init__(self, out: TextIO, *, one_line: bool) -> None:
+        self._out = out
+        self._one_line = one_line
+        self._waiting: dict[str, asyncio.Future[OutgoingReply]] = {}
+
+    async def deliver(self, reply: OutgoingReply) -> None:
+        future = self._waiting.pop(reply.reply_to, None)
+        if future is not None and not future.done():
+            future.set_result(reply)
+        else:
+            self.show(reply.text)
+
+    def expect(self, event_id: str) -> asyncio.Future[OutgoingReply]:
+        future: asyncio.Future[OutgoingReply] = asyncio.get_running_loop().create_future()
+        self._waiting[event_id] = future
+        return future
+
+    def show(self, text: str) -> None:
+        if self._one_line:
+            text = " ".join(text.split())
+        print(text, file=self._out, flush=True)
+
+
+async def chat(settings: Settings, user_id: str, stdin: TextIO, out: TextIO) -> int:
+    """Converse with `user_id`'s actor: one reply per input line when stdin is not a TTY."""
+    interactive = stdin.isatty()
+    sink = ConsoleSink(out, one_line=not interactive)
+    async with open_app(settings=settings, sink=sink) as app:
+        if not await app.llm.probe():
+            print(NO_LLM_HINT.format(urls=", ".join(settings.llm_urls)), file=sys.stderr)
+        while True:
+            if interactive:
+                print("> ", end="", file=out, flush=True)
+            text = await asyncio.to_thread(stdin.readline)
+            if not text:
+                return 0
+            text = text.strip()
+            if not text:
+                continue
+            await _exchange(app.registry, sink, user_id, text)
+
+
+async def _exchange(registry: Registry, sink: ConsoleSink, user_id: str, text: str) -> None:
+    ticket = await registry.tell_text(user_id, text)
+    if isinstance(ticket, Rejected):
+        sink.show(ticket.reply)
+        return
+    # tell() returns without yielding after the store write resolves, so the actor has not
+    # run yet and the reply cannot arrive before we start waiting for it.
+    reply = await sink.expect(ticket.event_id)
+    sink.show(reply.text)
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if isinstance(value, tuple):
+        return list(value)
+    return value
+
+
+async def admin_show(settings: Settings, user_id: str, *, as_json: bool, out: TextIO) -> int:
+    """Print a user's profile and memory size straight from the store."""
+    store = await open_store(settings)
+    try:
+        profile = await store.get_profile(user_id)
+        context = await store.load_turn(user_id, limit=0, before="\uffff")
+    finally:
+        await store.close()
+    if profile is None:
+        print(f"butler: no user {user_id!r} in {settings.store}", file=sys.stderr)
+        return 1
+    data = {
+        "user_id": user_id,
+        "state": "idle",  # no service holds this actor: it activates idle
+        "memory_events": context.memory.total_events,
+        "profile": {k: _jsonable(v) for k, v in asdict(profile).items()},
+    }
+    if as_json:
+        print(json.dumps(data, ensure_ascii=False), file=out)
+    else:
+        for key, value in data["profile"].items():
+            print(f"{key:>20}: {value}", file=out)
+        print(f"{'memory_events':>20}: {data['memory_events']}", file=out)
+    return 0
+
+
+async def admin_list(settings: Settings, *, out: TextIO) -> int:
+    """Print every profile: user id, language, tone, summary length."""
+    store = await open_store(settings)
+    try:
+        after = ""
+        while True:
+            page = await store.list_profiles(limit=500, after=after)
+            for p in page:
+                print(f"{p.user_id}\t{p.language}\t{p.tone}\t{len(p.memory_summary)}", file=out)
+            if len(page) < 500:
+                return 0
+            after = page[-1].user_id
+    finally:
+        await store.close()
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="butler", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+    chat_p = commands.add_parser("chat", help="talk to the butler in the terminal")
+    chat_p.add_argument("--user", default="local", help="user id (default: local)")
+    admin = commands.add_parser("admin", help="inspect profiles and memory in the store")
+    admin_cmds = admin.add_subparsers(dest="admin_command", required=True)
+    show = admin_cmds.add_parser("show", help="one user's profile and memory size")
+    show.add_argument("user")
+    show.add_argument("--json", action="store_true", help="machine-readable output")
+    admin_cmds.add_parser("list", help="all profiles")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the `butler` console script."""
+    args = _parser().parse_args(argv)
+    try:
+        settings = Settings.from_env()
+    except SettingsError as exc:
+        print(f"butler: {exc}", file=sys.stderr)
+        return 2
+    logging.basicConfig(level=settings.log_level, stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    provider = configure_tracing()
+    try:
+        if args.command == "chat":
+            return asyncio.run(chat(settings, args.user, sys.stdin, sys.stdout))
+        if args.admin_command == "show":
+            return asyncio.run(admin_show(settings, args.user, as_json=args.json, out=sys.stdout))
+        return asyncio.run(admin_list(settings, out=sys.stdout))
+    except ButlerError as exc:
+        print(f"butler: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    finally:
+        if provider is not None:
+            provider.shutdown()

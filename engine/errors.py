@@ -1,0 +1,79 @@
+"""The one error tree of Butler. Adapters map third-party exceptions onto it at their edge.
+
+    ButlerError
+    ├── TransientError            retrying later may succeed
+    │   ├── StoreUnavailable      database unreachable, locked, timed out
+    │   ├── LLMUnavailable        every endpoint of the chain failed (actor goes degraded)
+    │   ├── TranscriberBusy       no worker free in time
+    │   ├── SummaryRejected       the model's summary was empty, too long or in the wrong language
+    │   └── ShuttingDown          the service stopped taking messages; the sender may retry
+    └── PermanentError            retrying the same input fails the same way
+        ├── StoreCorrupted        schema or data the store cannot read
+        ├── LLMRejected           the server refused the request (4xx other than 408/429)
+        ├── BadAudio              audio that cannot be decoded, is silent or too long
+        ├── MessageTooLong        the user's message alone exceeds its prompt budget
+        └── IllegalTransition     a lifecycle trigger fired from a state that forbids it (a bug)
+"""
+
+from __future__ import annotations
+
+
+class ButlerError(Exception):
+    """Root of every error Butler raises on purpose."""
+
+
+class TransientError(ButlerError):
+    """The operation may succeed if tried again later."""
+
+
+class PermanentError(ButlerError):
+    """The operation will fail again with the same input."""
+
+
+class StoreUnavailable(TransientError):
+    """The store cannot be reached or did not answer in time."""
+
+
+class LLMUnavailable(TransientError):
+    """No endpoint of the language-model chain produced a completion."""
+
+
+class TranscriberBusy(TransientError):
+    """Transcription capacity was exhausted for longer than the caller may wait."""
+
+
+class SummaryRejected(TransientError):
+    """A compression summary failed its checks; the raw events stay and it is retried later."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(f"summary rejected: {reason}")
+        self.reason = reason
+
+
+class ShuttingDown(TransientError):
+    """The registry is draining and accepts no new messages."""
+
+
+class StoreCorrupted(PermanentError):
+    """The store holds data it cannot interpret."""
+
+
+class LLMRejected(PermanentError):
+    """The language model refused the request itself (bad request, auth, unknown model)."""
+
+
+class BadAudio(PermanentError):
+    """Audio that cannot be decoded, holds no speech, or is longer than allowed."""
+
+
+class MessageTooLong(PermanentError):
+    """The user's new message alone does not fit its token budget."""
+
+    def __init__(self, tokens: int, budget: int) -> None:
+        super().__init__(f"message needs {tokens} tokens, budget is {budget}")
+        self.tokens = tokens
+        self.budget = budget
+
+
+class IllegalTransition(PermanentError):
+    """A trigger was fired from a state whose row in the table does not allow it."""

@@ -1,0 +1,93 @@
+"""The butler's fixed lines: what he says when the model cannot speak for him.
+
+Every line exists in Russian and English; `line()` picks by the profile's language and varies
+the wording deterministically by a seed so repeated apologies do not read like a machine.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from engine.domain import Language
+
+LineKind = Literal["degraded", "busy", "too_long", "error", "voice_rejected", "store_down"]
+
+_LINES: dict[LineKind, dict[Language, tuple[str, ...]]] = {
+    "degraded": {
+        "ru": (
+            "Прошу прощения, сэр: мой источник вдохновения временно отлучился. "
+            "Ваше сообщение записано, и я вернусь к полноценной беседе, как только он соизволит "
+            "вернуться.",
+            "Осмелюсь доложить, мыслительный аппарат особняка на техобслуживании. "
+            "Я всё запомнил и отвечу как подобает чуть позже.",
+            "Тысяча извинений: мои мысли заняты чем-то чрезвычайно британским и непредвиденным. "
+            "Сообщение сохранено, попробуйте спросить меня снова через минуту.",
+        ),
+        "en": (
+            "My apologies, sir: my source of inspiration has briefly stepped out. "
+            "Your message is noted, and I shall resume proper conversation the moment it returns.",
+            "If I may, the manor's thinking apparatus is undergoing maintenance. "
+            "I have noted everything and shall answer properly shortly.",
+            "A thousand pardons: something unforeseen and terribly British has my attention. "
+            "Your message is kept; do ask me again in a minute.",
+        ),
+    },
+    "busy": {
+        "ru": (
+            "Одну минуту, сэр: я ещё разбираюсь с вашими предыдущими поручениями. "
+            "Будьте любезны повторить это сообщение чуть позже.",
+        ),
+        "en": (
+            "One moment, sir: I am still attending to your previous requests. "
+            "Kindly send this one again shortly.",
+        ),
+    },
+    "too_long": {
+        "ru": (
+            "Сэр, это послание длиннее, чем я способен удержать в голове за раз "
+            "(около {tokens} токенов при пределе {budget}). Не сочтите за труд разделить его на "
+            "части.",
+        ),
+        "en": (
+            "Sir, that missive is longer than I can hold in mind at once "
+            "(about {tokens} tokens against a limit of {budget}). Would you kindly split it?",
+        ),
+    },
+    "error": {
+        "ru": (
+            "Прошу прощения, сэр, что-то пошло не по протоколу. Ваше сообщение сохранено; "
+            "позвольте попросить вас повторить вопрос.",
+        ),
+        "en": (
+            "I do beg your pardon, sir, something went off protocol. Your message is kept; "
+            "may I ask you to repeat the question?",
+        ),
+    },
+    "voice_rejected": {
+        "ru": (
+            "Увы, сэр, я не смог разобрать это голосовое сообщение: {reason}. "
+            "Не откажите в любезности повторить или написать текстом.",
+        ),
+        "en": (
+            "Alas, sir, I could not make out that voice note: {reason}. "
+            "Would you kindly repeat it or type it instead?",
+        ),
+    },
+    "store_down": {
+        "ru": (
+            "Прошу прощения, сэр: архив особняка временно недоступен, и я не могу надёжно "
+            "записать ваше сообщение. Будьте добры повторить его через минуту.",
+        ),
+        "en": (
+            "My apologies, sir: the manor's archive is briefly unavailable and I cannot safely "
+            "note your message. Kindly send it again in a minute.",
+        ),
+    },
+}
+
+
+def line(kind: LineKind, language: Language, seed: str = "", **values: object) -> str:
+    """The butler's line of `kind` in `language`, one variant chosen by `seed`."""
+    variants = _LINES[kind][language]
+    text = variants[sum(map(ord, seed)) % len(variants)]
+    return text.format(**values) if values else text

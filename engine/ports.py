@@ -1,0 +1,177 @@
+"""Ports: the small protocols through which the core reaches storage, models and time.
+
+Each adapter implements one port for one technology and maps its errors onto
+`engine.errors` at its edge.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Literal, Protocol
+
+from engine.domain import Language, MemoryEvent, Source, TurnContext, UserProfile
+
+
+class Clock(Protocol):
+    """Wall time for records and monotonic time for deadlines."""
+
+    def now(self) -> datetime:
+        """The current UTC time."""
+        ...
+
+    def monotonic(self) -> float:
+        """Seconds on a clock that never goes backwards."""
+        ...
+
+
+class ProfileStore(Protocol):
+    """Profiles, unique by user id."""
+
+    async def get_profile(self, user_id: str) -> UserProfile | None: ...
+
+    async def save_profile(self, profile: UserProfile) -> None: ...
+
+    async def list_profiles(self, *, limit: int, after: str = "") -> list[UserProfile]:
+        """Profiles ordered by user id, starting after `after`."""
+        ...
+
+    async def erase_user(self, user_id: str) -> None:
+        """Delete everything held about the user: profile and events."""
+        ...
+
+
+class EventStore(Protocol):
+    """Conversation memory: append, read a turn's context, find messages still owed a reply."""
+
+    async def append(
+        self, events: Sequence[MemoryEvent], *, profile: UserProfile | None = None
+    ) -> None:
+        """Durably store `events` (and create `profile` if the user has none) in one commit."""
+        ...
+
+    async def load_turn(self, user_id: str, *, limit: int, before: str) -> TurnContext:
+        """The profile, the `limit` newest events with ids below `before`, and the count."""
+        ...
+
+    async def unanswered(self, user_id: str) -> list[MemoryEvent]:
+        """User events with no assistant event replying to them, oldest first."""
+        ...
+
+
+class CompactionStore(Protocol):
+    """What compression and retention need beyond a turn."""
+
+    async def events_before(self, user_id: str, *, keep_last: int) -> list[MemoryEvent]:
+        """Every event except the `keep_last` newest, oldest first."""
+        ...
+
+    async def apply_summary(self, profile: UserProfile, event_ids: Sequence[str]) -> int:
+        """Save `profile` (carrying the new summary) first, then delete `event_ids`.
+
+        Returns:
+            How many events were deleted.
+        """
+        ...
+
+    async def purge_older_than(self, cutoff: datetime) -> int:
+        """Delete events created before `cutoff` (retention); returns how many."""
+        ...
+
+    async def users_over(self, threshold: int, *, limit: int) -> list[tuple[str, int]]:
+        """Users holding more than `threshold` events, with their counts."""
+        ...
+
+
+class Store(ProfileStore, EventStore, CompactionStore, Protocol):
+    """Everything Butler keeps: one object per backend (SQLite, MongoDB)."""
+
+    async def close(self) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class ChatMessage:
+    """One message of a chat-completion request."""
+
+    role: Literal["system", "user", "assistant"]
+    content: str
+
+
+@dataclass(frozen=True, slots=True)
+class CompletionRequest:
+    """A chat completion to ask of the model; `purpose` tells replies from summaries."""
+
+    messages: tuple[ChatMessage, ...]
+    max_tokens: int
+    temperature: float = 0.7
+    purpose: Literal["reply", "summary", "probe"] = "reply"
+
+
+@dataclass(frozen=True, slots=True)
+class Completion:
+    """What the model answered, which endpoint and model answered, and the token usage."""
+
+    text: str
+    model: str
+    endpoint: int
+    prompt_tokens: int
+    completion_tokens: int
+
+
+class LanguageModel(Protocol):
+    """A chat-completion model, possibly a chain of endpoints with fallbacks."""
+
+    async def complete(self, request: CompletionRequest) -> Completion:
+        """Raises:
+        LLMUnavailable: every endpoint failed with transient errors.
+        LLMRejected: the request itself was refused.
+        """
+        ...
+
+    async def probe(self) -> bool:
+        """Whether the primary endpoint answers right now (the half-open check)."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class Transcript:
+    """Text recognised in a voice note, its language and the audio's duration."""
+
+    text: str
+    language: str
+    duration_s: float
+
+
+class Transcriber(Protocol):
+    """Speech to text."""
+
+    async def transcribe(self, audio: bytes, *, language_hint: Language) -> Transcript:
+        """Raises:
+        BadAudio: undecodable, silent or too long audio.
+        TranscriberBusy: no capacity in time.
+        """
+        ...
+
+
+class TokenCounter(Protocol):
+    """Counts tokens the way the served model would (or never fewer)."""
+
+    def count(self, text: str) -> int: ...
+
+
+@dataclass(frozen=True, slots=True)
+class OutgoingReply:
+    """A reply for a user: the text, the user event it answers, and why it was produced."""
+
+    user_id: str
+    text: str
+    reply_to: str
+    kind: Literal["reply", "degraded", "busy", "too_long", "error", "voice_rejected"]
+    source: Source = "text"
+
+
+class ReplySink(Protocol):
+    """Where replies go: Telegram, the terminal, a test."""
+
+    async def deliver(self, reply: OutgoingReply) -> None: ...

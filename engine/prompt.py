@@ -1,0 +1,186 @@
+"""Prompt assembly under a token budget, with per-section token counts.
+
+Sections: persona (system), summary, memory (recent events) and the new message. Events carry
+their token counts, so fitting memory is a sum. When the total would overflow, the oldest
+events go first, then the summary is cut; the user's message is never cut: if it alone does
+not fit, `MessageTooLong` is raised and the user is told.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from engine.domain import MemoryEvent, UserProfile
+from engine.errors import MessageTooLong
+from engine.ports import ChatMessage, CompletionRequest, TokenCounter
+
+MESSAGE_OVERHEAD_TOKENS = 4
+"""Role markers and separators a chat template adds around each message."""
+
+
+@dataclass(frozen=True, slots=True)
+class Budget:
+    """Token budgets per prompt section (seed 001 TL-00); `reply` bounds the completion."""
+
+    persona: int = 200
+    memory: int = 800
+    summary: int = 300
+    message: int = 200
+    total: int = 2000
+    reply: int = 512
+
+
+@dataclass(frozen=True, slots=True)
+class Template:
+    """A versioned prompt template: `{name}` placeholders per language."""
+
+    version: str
+    bodies: dict[str, str]
+
+    def render(self, language: str, **values: str) -> str:
+        """The body for `language` with `values` filled in."""
+        return self.bodies[language].format(**values)
+
+
+def parse_template(text: str) -> Template:
+    """Parse a template file: a `version:` line, then `## <language>` sections.
+
+    Raises:
+        ValueError: no version line, or no section.
+    """
+    lines = text.splitlines()
+    if not lines or not lines[0].startswith("version:"):
+        raise ValueError("a template file starts with 'version: <string>'")
+    version = lines[0].partition(":")[2].strip()
+    bodies: dict[str, list[str]] = {}
+    current: list[str] | None = None
+    for line in lines[1:]:
+        if line.startswith("## "):
+            current = bodies.setdefault(line[3:].strip(), [])
+        elif current is not None:
+            current.append(line)
+    if not version or not bodies:
+        raise ValueError("a template needs a version and at least one '## lang' section")
+    return Template(version, {k: "\n".join(v).strip() for k, v in bodies.items()})
+
+
+@dataclass(frozen=True, slots=True)
+class SectionTokens:
+    """Tokens each section takes in the final prompt."""
+
+    persona: int
+    summary: int
+    memory: int
+    message: int
+
+    @property
+    def total(self) -> int:
+        return self.persona + self.summary + self.memory + self.message
+
+
+@dataclass(frozen=True, slots=True)
+class Prompt:
+    """A ready chat request plus what went into it."""
+
+    messages: tuple[ChatMessage, ...]
+    tokens: SectionTokens
+    template_version: str
+    events_used: int
+    events_dropped: int
+    summary_truncated: bool
+
+    def request(self, max_tokens: int) -> CompletionRequest:
+        return CompletionRequest(messages=self.messages, max_tokens=max_tokens, purpose="reply")
+
+
+def fit_text(text: str, budget: int, counter: TokenCounter, *, keep_end: bool = False) -> str:
+    """The longest prefix (or suffix) of `text` that counts at most `budget` tokens."""
+    if budget <= 0:
+        return ""
+    if counter.count(text) <= budget:
+        return text
+    lo, hi = 0, len(text)
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        part = text[-mid:] if keep_end else text[:mid]
+        if counter.count(part) <= budget:
+            lo = mid
+        else:
+            hi = mid - 1
+    return text[-lo:] if keep_end and lo else text[:lo]
+
+
+@dataclass(frozen=True, slots=True)
+class PromptBuilder:
+    """Builds reply prompts from a profile, recent events and the new message."""
+
+    persona_template: Template
+    summary_template: Template
+    counter: TokenCounter
+    budget: Budget = Budget()
+
+    def persona_section(self, profile: UserProfile) -> str:
+        topics = ", ".join(profile.preferred_topics) or "-"
+        text = self.persona_template.render(
+            profile.language, persona=profile.persona, tone=profile.tone, topics=topics
+        )
+        return fit_text(text, self.budget.persona, self.counter)
+
+    def build(
+        self,
+        profile: UserProfile,
+        events: Sequence[MemoryEvent],
+        message: str,
+        message_tokens: int,
+    ) -> Prompt:
+        """Assemble the prompt for `message` (whose count is `message_tokens`).
+
+        Args:
+            events: recent events before the message, oldest first, with token counts.
+
+        Raises:
+            MessageTooLong: the message alone does not fit what the persona leaves of the total.
+        """
+        b = self.budget
+        persona = self.persona_section(profile)
+        persona_tokens = self.counter.count(persona) + MESSAGE_OVERHEAD_TOKENS
+        msg_tokens = message_tokens + MESSAGE_OVERHEAD_TOKENS
+        room = b.total - persona_tokens - msg_tokens
+        if room < 0:
+            raise MessageTooLong(message_tokens, b.total - persona_tokens - MESSAGE_OVERHEAD_TOKENS)
+        # The summary is cut only after every event is gone: it takes its budget first.
+        summary_text, summary_tokens, truncated = "", 0, False
+        if profile.memory_summary:
+            summary_budget = min(b.summary, room)
+            summary_body = fit_text(
+                profile.memory_summary, summary_budget - MESSAGE_OVERHEAD_TOKENS, self.counter
+            )
+            truncated = summary_body != profile.memory_summary
+            if summary_body:
+                summary_text = self.summary_template.render(profile.language, summary=summary_body)
+                summary_tokens = self.counter.count(summary_text) + MESSAGE_OVERHEAD_TOKENS
+        memory_room = min(b.memory, room - summary_tokens)
+
+        kept: list[MemoryEvent] = []
+        used = 0
+        for event in reversed(events):
+            cost = event.tokens + MESSAGE_OVERHEAD_TOKENS
+            if used + cost > memory_room:
+                break
+            kept.append(event)
+            used += cost
+        kept.reverse()
+
+        system = persona if not summary_text else f"{persona}\n\n{summary_text}"
+        messages = [ChatMessage("system", system)]
+        messages.extend(ChatMessage(e.role, e.content) for e in kept)
+        messages.append(ChatMessage("user", message))
+        return Prompt(
+            messages=tuple(messages),
+            tokens=SectionTokens(persona_tokens, summary_tokens, used, msg_tokens),
+            template_version=self.persona_template.version,
+            events_used=len(kept),
+            events_dropped=len(events) - len(kept),
+            summary_truncated=truncated,
+        )

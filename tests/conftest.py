@@ -1,0 +1,10 @@
+"""Shared fixtures: the async backend for anyio's pytest plugin."""
+
+from __future__ import annotations
+
+import pytest
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"

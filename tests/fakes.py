@@ -1,0 +1,183 @@
+"""Small fakes behind the ports, for unit and property tests (the contract suite checks the
+in-memory store against the same rules as the real stores)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime, timedelta
+
+from engine.domain import MemoryEvent, MemorySlice, TurnContext, UserProfile
+from engine.errors import LLMRejected, LLMUnavailable, StoreUnavailable
+from engine.ports import Completion, CompletionRequest, OutgoingReply
+
+
+class MemoryStore:
+    """An in-memory `Store` with a switch that makes every call fail as if the DB were down."""
+
+    def __init__(self) -> None:
+        self.profiles: dict[str, UserProfile] = {}
+        self.events: dict[str, dict[str, MemoryEvent]] = {}
+        self.down = False
+        self.closed = False
+        self.deleted: list[str] = []
+
+    def _check(self) -> None:
+        if self.down or self.closed:
+            raise StoreUnavailable("memory store is down")
+
+    def _sorted(self, user_id: str) -> list[MemoryEvent]:
+        return sorted(self.events.get(user_id, {}).values(), key=lambda e: e.id)
+
+    async def get_profile(self, user_id: str) -> UserProfile | None:
+        self._check()
+        return self.profiles.get(user_id)
+
+    async def save_profile(self, profile: UserProfile) -> None:
+        self._check()
+        self.profiles[profile.user_id] = profile
+
+    async def list_profiles(self, *, limit: int, after: str = "") -> list[UserProfile]:
+        self._check()
+        return [self.profiles[k] for k in sorted(self.profiles) if k > after][:limit]
+
+    async def erase_user(self, user_id: str) -> None:
+        self._check()
+        self.profiles.pop(user_id, None)
+        self.events.pop(user_id, None)
+
+    async def append(
+        self, events: Sequence[MemoryEvent], *, profile: UserProfile | None = None
+    ) -> None:
+        self._check()
+        if profile is not None:
+            self.profiles.setdefault(profile.user_id, profile)
+        for event in events:
+            self.events.setdefault(event.user_id, {})[event.id] = event
+
+    async def load_turn(self, user_id: str, *, limit: int, before: str) -> TurnContext:
+        self._check()
+        events = self._sorted(user_id)
+        older = [e for e in events if e.id < before]
+        recent = tuple(older[-limit:]) if limit else ()
+        profile = self.profiles.get(user_id)
+        summary = profile.memory_summary if profile else ""
+        return TurnContext(profile, MemorySlice(recent, summary, len(events)))
+
+    async def unanswered(self, user_id: str) -> list[MemoryEvent]:
+        self._check()
+        events = self._sorted(user_id)
+        answered = {e.reply_to for e in events if e.role == "assistant"}
+        return [e for e in events if e.role == "user" and e.id not in answered]
+
+    async def events_before(self, user_id: str, *, keep_last: int) -> list[MemoryEvent]:
+        self._check()
+        events = self._sorted(user_id)
+        return events[: max(0, len(events) - keep_last)]
+
+    async def apply_summary(self, profile: UserProfile, event_ids: Sequence[str]) -> int:
+        self._check()
+        self.profiles[profile.user_id] = profile
+        bucket = self.events.get(profile.user_id, {})
+        removed = 0
+        for event_id in event_ids:
+            if bucket.pop(event_id, None) is not None:
+                removed += 1
+                self.deleted.append(event_id)
+        return removed
+
+    async def purge_older_than(self, cutoff: datetime) -> int:
+        self._check()
+        removed = 0
+        for bucket in self.events.values():
+            for event_id in [k for k, e in bucket.items() if e.created_at < cutoff]:
+                del bucket[event_id]
+                removed += 1
+        return removed
+
+    async def users_over(self, threshold: int, *, limit: int) -> list[tuple[str, int]]:
+        self._check()
+        over = [(u, len(b)) for u, b in sorted(self.events.items()) if len(b) > threshold]
+        return over[:limit]
+
+    async def close(self) -> None:
+        self.closed = True
+
+
+Script = Callable[[CompletionRequest], str]
+
+
+def echo_reply(request: CompletionRequest) -> str:
+    """A deterministic reply naming the last user message's length."""
+    if request.purpose == "summary":
+        return "Сводка: хозяин беседовал о разном." if "русском" in request.messages[0].content \
+            else "Summary: the master talked about many things."
+    return f"Certainly, sir ({len(request.messages[-1].content)})."
+
+
+@dataclass
+class ScriptedLLM:
+    """A `LanguageModel` whose answers and failures the test decides."""
+
+    script: Script = echo_reply
+    down: bool = False
+    reject: bool = False
+    calls: list[CompletionRequest] = field(default_factory=list)
+    probes: int = 0
+    gate: asyncio.Event | None = None
+
+    async def complete(self, request: CompletionRequest) -> Completion:
+        self.calls.append(request)
+        if self.gate is not None:
+            await self.gate.wait()
+        if self.down:
+            raise LLMUnavailable("scripted outage")
+        if self.reject:
+            raise LLMRejected("scripted rejection")
+        return Completion(self.script(request), "scripted", 0, 10, 5)
+
+    async def probe(self) -> bool:
+        self.probes += 1
+        return not self.down
+
+
+class CollectingSink:
+    """Collects replies and lets tests wait for a number of them with a deadline."""
+
+    def __init__(self) -> None:
+        self.replies: list[OutgoingReply] = []
+        self._changed = asyncio.Event()
+
+    async def deliver(self, reply: OutgoingReply) -> None:
+        self.replies.append(reply)
+        self._changed.set()
+
+    async def wait_for(self, count: int, timeout: float = 5.0) -> list[OutgoingReply]:
+        async with asyncio.timeout(timeout):
+            while len(self.replies) < count:
+                self._changed.clear()
+                await self._changed.wait()
+        return self.replies
+
+
+@dataclass
+class ManualClock:
+    """A clock that moves only when told."""
+
+    current: datetime = field(default_factory=lambda: datetime(2026, 11, 21, 9, 0, tzinfo=UTC))
+    mono: float = 1000.0
+
+    def now(self) -> datetime:
+        return self.current
+
+    def monotonic(self) -> float:
+        return self.mono
+
+    def advance(self, seconds: float) -> None:
+        self.mono += seconds
+        self.current += timedelta(seconds=seconds)
+
+
+def with_content(event: MemoryEvent, content: str) -> MemoryEvent:
+    return replace(event, content=content)
