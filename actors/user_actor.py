@@ -160,6 +160,8 @@ class UserActor:
         while not self.stopping:
             envelope = await self.mailbox.take(self._wait_s(clock.monotonic()))
             if envelope is not None:
+                if self.stopping:  # stored already: answered after the next start
+                    break
                 await self._handle(envelope)
                 self.last_active = clock.monotonic()
                 continue

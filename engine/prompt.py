@@ -127,6 +127,22 @@ class PromptBuilder:
         )
         return fit_text(text, self.budget.persona, self.counter)
 
+    def _summary_section(self, profile: UserProfile, room: int) -> tuple[str, int, bool]:
+        """The rendered summary, its tokens (at most `room`) and whether the summary was cut."""
+        # The template's own words count too, or a tight room overflows the total.
+        frame = self.counter.count(self.summary_template.render(profile.language, summary=""))
+        body_budget = min(self.budget.summary, room - frame) - MESSAGE_OVERHEAD_TOKENS
+        while body_budget > 0:
+            body = fit_text(profile.memory_summary, body_budget, self.counter)
+            if not body:
+                break
+            text = self.summary_template.render(profile.language, summary=body)
+            tokens = self.counter.count(text) + MESSAGE_OVERHEAD_TOKENS
+            if tokens <= room:
+                return text, tokens, body != profile.memory_summary
+            body_budget -= tokens - room  # a tokenizer that merges across the seam
+        return "", 0, True
+
     def build(
         self,
         profile: UserProfile,
@@ -152,14 +168,7 @@ class PromptBuilder:
         # The summary is cut only after every event is gone: it takes its budget first.
         summary_text, summary_tokens, truncated = "", 0, False
         if profile.memory_summary:
-            summary_budget = min(b.summary, room)
-            summary_body = fit_text(
-                profile.memory_summary, summary_budget - MESSAGE_OVERHEAD_TOKENS, self.counter
-            )
-            truncated = summary_body != profile.memory_summary
-            if summary_body:
-                summary_text = self.summary_template.render(profile.language, summary=summary_body)
-                summary_tokens = self.counter.count(summary_text) + MESSAGE_OVERHEAD_TOKENS
+            summary_text, summary_tokens, truncated = self._summary_section(profile, room)
         memory_room = min(b.memory, room - summary_tokens)
 
         kept: list[MemoryEvent] = []

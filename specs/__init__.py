@@ -1,0 +1,1 @@
+"""Executable specifications: the lifecycle diagram, a reference model and invariants."""
