@@ -61,7 +61,7 @@ class Mailbox(Generic[T]):
         """Wake the consumer without an item (to notice a stop request)."""
         self._wake()
 
-    async def take(self, timeout: float | None = None) -> T | None:
+    async def take(self, timeout: float | None = None) -> T | None:  # noqa: ASYNC109 - one timer, no task
         """The oldest item, or None when `timeout` passes (or `wake()` is called) first."""
         if not self._items:
             loop = asyncio.get_running_loop()

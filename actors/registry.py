@@ -169,8 +169,9 @@ class Registry:
             actor = self._actors.get(user_id)
             if actor is None:
                 pending = self._activating.get(user_id)
-                actor = await (asyncio.shield(pending) if pending else self._activate(user_id,
-                                                                                     language))
+                actor = await (
+                    asyncio.shield(pending) if pending else self._activate(user_id, language)
+                )
             if not actor.retired:
                 return actor
 
@@ -190,12 +191,13 @@ class Registry:
             for event in owed:
                 actor.mailbox.offer(recovered(event, now), force=True)
             self._start(actor)
-            future.set_result(actor)
-            return actor
         except BaseException as exc:
             future.set_exception(exc)
             future.exception()  # retrieved: waiters re-raise it themselves
             raise
+        else:
+            future.set_result(actor)
+            return actor
         finally:
             del self._activating[user_id]
 

@@ -147,6 +147,9 @@ class UserActor:
     def _fire(self, trigger: Trigger) -> None:
         self.deps.lifecycle.fire(self, trigger)
 
+    def _stopped(self) -> bool:
+        return self.stopping  # a call, so type narrowing does not outlive an await
+
     def stop(self) -> None:
         """Finish the envelope in hand, then exit; waiting messages stay stored, unanswered."""
         self.stopping = True
@@ -157,17 +160,15 @@ class UserActor:
     async def run(self, retire: Callable[[UserActor], bool]) -> None:
         """Process envelopes until stopped or idle for longer than the idle timeout."""
         clock = self.deps.clock
-        while not self.stopping:
+        while not self._stopped():
             envelope = await self.mailbox.take(self._wait_s(clock.monotonic()))
+            if self._stopped():  # a waiting envelope is stored: answered after the next start
+                return
             if envelope is not None:
-                if self.stopping:  # stored already: answered after the next start
-                    break
                 await self._handle(envelope)
                 self.last_active = clock.monotonic()
                 continue
             now = clock.monotonic()
-            if self.stopping:
-                break
             if self._store_retry_at and now >= self._store_retry_at:
                 await self._recover_from_store()
             elif self.breaker.seconds_until_probe(now) == 0.0:
@@ -196,7 +197,7 @@ class UserActor:
                 handler = self._handlers[type(envelope.command)]
                 try:
                     await handler(self, envelope.command, envelope)
-                except Exception as exc:  # the actor's one broad except: answer, record, settle
+                except Exception as exc:  # noqa: BLE001 - the one broad except: answer, settle
                     span.record_exception(exc)
                     span.set_status(trace.StatusCode.ERROR, type(exc).__name__)
                     try:
@@ -228,9 +229,10 @@ class UserActor:
             try:
                 text = line("error", self.language, owed.id)
                 await self._finish(owed, text, "error", None, envelope)
-                return
             except StoreUnavailable:
                 self._store_down()
+            else:
+                return
         # The message stays unanswered in the store; the recovery sweep answers it later.
         await self._deliver(owed, line("store_down", self.language, owed.id), "error")
         now = self.deps.clock.monotonic()
@@ -253,15 +255,16 @@ class UserActor:
         self._fire(Trigger.HEAR_VOICE)
         try:
             if not cmd.audio or deps.transcriber is None:
-                raise BadAudio("the recording is no longer available")
+                raise BadAudio("the recording is no longer available")  # noqa: TRY301
             with deps.tracer.start_as_current_span("stt.transcribe"):
                 transcript = await deps.transcriber.transcribe(
                     cmd.audio, language_hint=self.language
                 )
         except BadAudio as exc:
             text = line("voice_rejected", self.language, cmd.event.id, reason=str(exc))
-            await self._finish(cmd.event, text, "voice_rejected", Trigger.TRANSCRIPTION_FAILED,
-                               envelope)
+            await self._finish(
+                cmd.event, text, "voice_rejected", Trigger.TRANSCRIPTION_FAILED, envelope
+            )
             return
         event = replace(
             cmd.event, content=transcript.text, tokens=deps.counter.count(transcript.text)
@@ -274,8 +277,7 @@ class UserActor:
     async def _answer(self, event: MemoryEvent, envelope: Envelope) -> None:
         deps = self.deps
         context = await self._load(event)
-        profile = context.profile or UserProfile.new(self.user_id, event.created_at,
-                                                     self.language)
+        profile = context.profile or UserProfile.new(self.user_id, event.created_at, self.language)
         self.language = profile.language
         if not self.breaker.may_try(deps.clock.monotonic()):
             await self._degraded(event, envelope)
@@ -287,8 +289,9 @@ class UserActor:
             await self._finish(event, text, "declined", Trigger.DECLINED, envelope)
             return
         try:
-            completion = await self._complete(prompt.request(deps.prompts.budget.reply),
-                                              prompt.template_version)
+            completion = await self._complete(
+                prompt.request(deps.prompts.budget.reply), prompt.template_version
+            )
         except LLMUnavailable:
             self.breaker.trip(deps.clock.monotonic())
             await self._degraded(event, envelope)
@@ -347,8 +350,7 @@ class UserActor:
             context = await deps.store.load_turn(
                 self.user_id, limit=deps.settings.recent_events, before=event.id
             )
-        deps.observer.record(ProfileAccessed(write=False,
-                                             seconds=deps.clock.monotonic() - started))
+        deps.observer.record(ProfileAccessed(write=False, seconds=deps.clock.monotonic() - started))
         return context
 
     async def _store(self, events: list[MemoryEvent]) -> None:
@@ -394,7 +396,7 @@ class UserActor:
             try:
                 completion = await deps.llm.complete(request)
                 if not completion.text.strip():
-                    raise LLMUnavailable("the model answered with empty text")
+                    raise LLMUnavailable("the model answered with empty text")  # noqa: TRY301
                 endpoint = completion.endpoint
                 usage = (completion.prompt_tokens, completion.completion_tokens)
             except LLMUnavailable:
@@ -514,8 +516,9 @@ class UserActor:
 
     def _store_down(self) -> None:
         s = self.deps.settings
-        self._store_retry_s = min(max(self._store_retry_s * 2, s.store_retry_s),
-                                  s.store_retry_max_s)
+        self._store_retry_s = min(
+            max(self._store_retry_s * 2, s.store_retry_s), s.store_retry_max_s
+        )
         self._store_retry_at = self.deps.clock.monotonic() + self._store_retry_s
 
     async def _recover_from_store(self) -> None:

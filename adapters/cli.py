@@ -102,7 +102,7 @@ async def admin_show(settings: Settings, user_id: str, *, as_json: bool, out: Te
     if profile is None:
         print(f"butler: no user {user_id!r} in {settings.store}", file=sys.stderr)
         return 1
-    data = {
+    data: dict[str, Any] = {
         "user_id": user_id,
         "state": "idle",  # no service holds this actor: it activates idle
         "memory_events": context.memory.total_events,
@@ -155,8 +155,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SettingsError as exc:
         print(f"butler: {exc}", file=sys.stderr)
         return 2
-    logging.basicConfig(level=settings.log_level, stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    logging.basicConfig(
+        level=settings.log_level,
+        stream=sys.stderr,
+        format="%(asctime)s %(levelname)s %(name)s %(message)s",
+    )
     provider = configure_tracing()
     try:
         if args.command == "chat":
@@ -172,3 +175,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     finally:
         if provider is not None:
             provider.shutdown()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import builtins
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -61,8 +62,9 @@ class Settings:
         env = os.environ if env is None else env
         get = _Reader(env)
         data_dir = Path(env.get("BUTLER_DATA_DIR") or _default_data_dir(env)).expanduser()
-        urls = tuple(u.strip().rstrip("/") for u in get.str("BUTLER_LLM_URL",
-                                                             DEFAULT_LLM_URL).split(","))
+        urls = tuple(
+            u.strip().rstrip("/") for u in get.str("BUTLER_LLM_URL", DEFAULT_LLM_URL).split(",")
+        )
         if not all(u.startswith(("http://", "https://")) for u in urls):
             raise SettingsError("BUTLER_LLM_URL: comma-separated http(s) base URLs")
         return cls(
@@ -103,12 +105,13 @@ class Settings:
 
 @dataclass(frozen=True, slots=True)
 class _Reader:
+    # Its methods shadow `str` in the class body: later annotations say `builtins.str`.
     env: Mapping[str, str]
 
     def str(self, name: str, default: str) -> str:
         return self.env.get(name, "").strip() or default
 
-    def int(self, name: str, default: int, *, minimum: int = 1) -> int:
+    def int(self, name: builtins.str, default: int, *, minimum: int = 1) -> int:
         raw = self.env.get(name, "").strip()
         try:
             value = int(raw) if raw else default
@@ -118,7 +121,7 @@ class _Reader:
             raise SettingsError(f"{name}: must be at least {minimum}")
         return value
 
-    def float(self, name: str, default: float) -> float:
+    def float(self, name: builtins.str, default: float) -> float:
         raw = self.env.get(name, "").strip()
         try:
             value = float(raw) if raw else default

@@ -74,26 +74,35 @@ class ButlerMetrics:
     def __init__(self, registry: CollectorRegistry) -> None:
         r = registry
         self.requests = Counter(
-            "personalized_requests", "Messages answered, by source and outcome.",
-            ["source", "status"], registry=r,
+            "personalized_requests",
+            "Messages answered, by source and outcome.",
+            ["source", "status"],
+            registry=r,
         )
         self.turn_latency = Histogram(
             "butler_turn_latency_seconds",
             "From acceptance to reply, including time waiting in the mailbox.",
-            ["source", "status"], buckets=_LATENCY_BUCKETS, registry=r,
+            ["source", "status"],
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
         )
         self.turn_service = Histogram(
             "butler_turn_service_seconds",
             "The actor's own time on a message, excluding time waiting in the mailbox.",
-            ["source", "status"], buckets=_LATENCY_BUCKETS, registry=r,
+            ["source", "status"],
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
         )
         self.prompt_tokens = Histogram(
-            "personalized_prompt_tokens", "Tokens in each reply prompt.",
-            buckets=_TOKEN_BUCKETS, registry=r,
+            "personalized_prompt_tokens",
+            "Tokens in each reply prompt.",
+            buckets=_TOKEN_BUCKETS,
+            registry=r,
         )
         self.truncations = Counter(
             "personalized_prompt_truncations",
-            "Prompts that dropped events or cut the summary to fit the budget.", registry=r,
+            "Prompts that dropped events or cut the summary to fit the budget.",
+            registry=r,
         )
         self.memory_events = Counter(
             "user_memory_events", "Memory events stored, by role.", ["role"], registry=r
@@ -103,40 +112,55 @@ class ButlerMetrics:
         self.profile_read_seconds = Histogram(
             "user_profile_read_duration_seconds",
             "Duration of the read job that loads a profile and recent memory.",
-            buckets=_FAST_BUCKETS, registry=r,
+            buckets=_FAST_BUCKETS,
+            registry=r,
         )
         self.compressions = Counter(
-            "personalized_memory_compressions", "Compression runs by outcome.",
-            ["status"], registry=r,
+            "personalized_memory_compressions",
+            "Compression runs by outcome.",
+            ["status"],
+            registry=r,
         )
         self.compressions_ok = Counter(
             "user_memory_compressions", "Successful memory compressions.", registry=r
         )
         self.compression_seconds = Histogram(
-            "user_memory_compression_duration_seconds", "Compression duration.",
-            buckets=_LATENCY_BUCKETS, registry=r,
+            "user_memory_compression_duration_seconds",
+            "Compression duration.",
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
         )
         self.llm_requests = Counter(
-            "butler_llm_requests", "Language-model calls by purpose and outcome.",
-            ["purpose", "status"], registry=r,
+            "butler_llm_requests",
+            "Language-model calls by purpose and outcome.",
+            ["purpose", "status"],
+            registry=r,
         )
         self.llm_fallbacks = Counter(
-            "butler_llm_fallbacks", "Calls answered by a fallback endpoint, not the primary.",
-            ["purpose"], registry=r,
+            "butler_llm_fallbacks",
+            "Calls answered by a fallback endpoint, not the primary.",
+            ["purpose"],
+            registry=r,
         )
         self.llm_seconds = Histogram(
-            "butler_llm_request_duration_seconds", "Language-model call duration.",
-            ["purpose"], buckets=_LATENCY_BUCKETS, registry=r,
+            "butler_llm_request_duration_seconds",
+            "Language-model call duration.",
+            ["purpose"],
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
         )
         self.llm_tokens = Counter(
             "butler_llm_tokens", "Tokens reported by the model.", ["direction"], registry=r
         )
         self.transitions = Counter(
-            "butler_actor_transitions", "Lifecycle transitions.", ["from", "to", "trigger"],
+            "butler_actor_transitions",
+            "Lifecycle transitions.",
+            ["from", "to", "trigger"],
             registry=r,
         )
         self.rejections = Counter(
-            "butler_mailbox_rejections", "Messages refused because a mailbox was full.",
+            "butler_mailbox_rejections",
+            "Messages refused because a mailbox was full.",
             registry=r,
         )
         self.crashes = Counter(

@@ -140,4 +140,4 @@ class EventIds:
         micros = max(micros, self._last_us + 1)
         self._last_us = micros
         stamp = _EPOCH + timedelta(microseconds=micros)
-        return f"{micros:016x}{random.getrandbits(32):08x}", stamp  # noqa: S311 - not a secret
+        return f"{micros:016x}{random.getrandbits(32):08x}", stamp

@@ -1,18 +1,18 @@
 """The one error tree of Butler. Adapters map third-party exceptions onto it at their edge.
 
-    ButlerError
-    ├── TransientError            retrying later may succeed
-    │   ├── StoreUnavailable      database unreachable, locked, timed out
-    │   ├── LLMUnavailable        every endpoint of the chain failed (actor goes degraded)
-    │   ├── TranscriberBusy       no worker free in time
-    │   ├── SummaryRejected       the model's summary was empty, too long or in the wrong language
-    │   └── ShuttingDown          the service stopped taking messages; the sender may retry
-    └── PermanentError            retrying the same input fails the same way
-        ├── StoreCorrupted        schema or data the store cannot read
-        ├── LLMRejected           the server refused the request (4xx other than 408/429)
-        ├── BadAudio              audio that cannot be decoded, is silent or too long
-        ├── MessageTooLong        the user's message alone exceeds its prompt budget
-        └── IllegalTransition     a lifecycle trigger fired from a state that forbids it (a bug)
+ButlerError
+├── TransientError            retrying later may succeed
+│   ├── StoreUnavailable      database unreachable, locked, timed out
+│   ├── LLMUnavailable        every endpoint of the chain failed (actor goes degraded)
+│   ├── TranscriberBusy       no worker free in time
+│   ├── SummaryRejected       the model's summary was empty, too long or in the wrong language
+│   └── ShuttingDown          the service stopped taking messages; the sender may retry
+└── PermanentError            retrying the same input fails the same way
+    ├── StoreCorrupted        schema or data the store cannot read
+    ├── LLMRejected           the server refused the request (4xx other than 408/429)
+    ├── BadAudio              audio that cannot be decoded, is silent or too long
+    ├── MessageTooLong        the user's message alone exceeds its prompt budget
+    └── IllegalTransition     a lifecycle trigger fired from a state that forbids it (a bug)
 """
 
 from __future__ import annotations

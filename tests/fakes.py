@@ -111,8 +111,11 @@ Script = Callable[[CompletionRequest], str]
 def echo_reply(request: CompletionRequest) -> str:
     """A deterministic reply naming the last user message's length."""
     if request.purpose == "summary":
-        return "Сводка: хозяин беседовал о разном." if "русском" in request.messages[0].content \
+        return (
+            "Сводка: хозяин беседовал о разном."
+            if "русском" in request.messages[0].content
             else "Summary: the master talked about many things."
+        )
     return f"Certainly, sir ({len(request.messages[-1].content)})."
 
 
@@ -153,7 +156,7 @@ class CollectingSink:
         self.replies.append(reply)
         self._changed.set()
 
-    async def wait_for(self, count: int, timeout: float = 5.0) -> list[OutgoingReply]:
+    async def wait_for(self, count: int, timeout: float = 5.0) -> list[OutgoingReply]:  # noqa: ASYNC109
         async with asyncio.timeout(timeout):
             while len(self.replies) < count:
                 self._changed.clear()

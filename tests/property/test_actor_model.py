@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import re
-from datetime import timedelta
 from collections import defaultdict
 from collections.abc import Coroutine
+from datetime import timedelta
 from typing import Any, TypeVar
 
 from hypothesis import HealthCheck, settings
@@ -15,7 +15,7 @@ from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, ru
 
 from actors.deps import ActorSettings
 from actors.machine import Lifecycle
-from actors.registry import Accepted, Registry
+from actors.registry import Accepted, Registry, Rejected
 from engine.compression import CompressionPolicy
 from engine.errors import IllegalTransition
 from engine.lifecycle import Trigger
@@ -94,7 +94,7 @@ class ActorVersusModel(RuleBasedStateMachine):
         self.ids: dict[int, str] = {}
         self.registry: Registry | None = None
 
-    def run(self, coro: Coroutine[Any, Any, T]) -> T:
+    def run(self, coro: Coroutine[Any, Any, T] | asyncio.Future[T]) -> T:
         return self.loop.run_until_complete(coro)
 
     @initialize()
@@ -172,7 +172,7 @@ class ActorVersusModel(RuleBasedStateMachine):
         assert self.registry is not None
         registry = self.registry
 
-        async def burst() -> list[object]:
+        async def burst() -> list[Accepted | Rejected]:
             # No await here yields to the actors, so they have not started these turns when
             # the drain (a stop at that moment) begins.
             tickets = [await registry.tell_text(user, f"{user}# {text}") for _ in range(n)]

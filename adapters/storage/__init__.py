@@ -1,0 +1,1 @@
+"""Storage adapters: one implementation of `engine.ports.Store` per database."""

@@ -1,0 +1,236 @@
+"""`SqliteStore`: the `Store` port on one SQLite file in WAL mode, owned by one thread.
+
+Every public method is exactly one job on that thread; concurrent writes share a commit.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Callable, Sequence
+from datetime import datetime
+from pathlib import Path
+from types import TracebackType
+from typing import Self, TypeVar
+
+from adapters.storage.sqlite_schema import (
+    connect,
+    decode_events,
+    decode_profile,
+    event_row,
+    profile_row,
+    to_micros,
+)
+from adapters.storage.sqlite_thread import DbThread
+from engine.domain import MemoryEvent, MemorySlice, TurnContext, UserProfile
+
+T = TypeVar("T")
+
+_UPSERT_PROFILE = """
+    INSERT INTO user_profiles (user_id, language, persona, tone, preferred_topics,
+        memory_summary, created_at, updated_at, summary_through, summary_updated_at)
+    VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+    ON CONFLICT (user_id) DO UPDATE SET language = excluded.language,
+        persona = excluded.persona, tone = excluded.tone,
+        preferred_topics = excluded.preferred_topics, memory_summary = excluded.memory_summary,
+        created_at = excluded.created_at, updated_at = excluded.updated_at,
+        summary_through = excluded.summary_through,
+        summary_updated_at = excluded.summary_updated_at"""
+# Not INSERT OR IGNORE: that would also swallow CHECK and NOT NULL failures.
+_CREATE_PROFILE = """
+    INSERT INTO user_profiles (user_id, language, persona, tone, preferred_topics,
+        memory_summary, created_at, updated_at, summary_through, summary_updated_at)
+    VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+    ON CONFLICT (user_id) DO NOTHING"""
+_SELECT_PROFILE = """
+    SELECT user_id, language, persona, tone, preferred_topics, memory_summary, created_at,
+        updated_at, summary_through, summary_updated_at
+    FROM user_profiles WHERE user_id = ?"""
+_LIST_PROFILES = """
+    SELECT user_id, language, persona, tone, preferred_topics, memory_summary, created_at,
+        updated_at, summary_through, summary_updated_at
+    FROM user_profiles WHERE user_id > ? ORDER BY user_id LIMIT ?"""
+# The same as INSERT OR REPLACE on (user_id, id), but CHECK failures still fail.
+_UPSERT_EVENT = """
+    INSERT INTO user_memory (user_id, id, role, content, source, created_at, tokens, reply_to)
+    VALUES (?, ?, ?, ?, ?, ?, ?, ?)
+    ON CONFLICT (user_id, id) DO UPDATE SET role = excluded.role, content = excluded.content,
+        source = excluded.source, created_at = excluded.created_at, tokens = excluded.tokens,
+        reply_to = excluded.reply_to"""
+_RECENT_EVENTS = """
+    SELECT id, role, content, source, created_at, tokens, reply_to
+    FROM user_memory WHERE user_id = ? AND id < ? ORDER BY id DESC LIMIT ?"""
+_COUNT_EVENTS = "SELECT count(*) FROM user_memory WHERE user_id = ?"
+_UNANSWERED = """
+    SELECT id, role, content, source, created_at, tokens, reply_to
+    FROM user_memory AS u
+    WHERE u.user_id = ? AND u.role = 'user' AND NOT EXISTS (
+        SELECT 1 FROM user_memory AS a
+        WHERE a.user_id = u.user_id AND a.role = 'assistant' AND a.reply_to = u.id)
+    ORDER BY u.id"""
+_EVENTS_BEFORE = """
+    SELECT id, role, content, source, created_at, tokens, reply_to
+    FROM user_memory WHERE user_id = ? ORDER BY id DESC LIMIT -1 OFFSET ?"""
+_DELETE_EVENT = "DELETE FROM user_memory WHERE user_id = ? AND id = ?"
+_PURGE = "DELETE FROM user_memory WHERE created_at < ?"
+_USERS_OVER = """
+    SELECT user_id, count(*) AS n FROM user_memory GROUP BY user_id HAVING n > ?
+    ORDER BY n DESC, user_id LIMIT ?"""
+
+
+class SqliteStore:
+    """Profiles in `user_profiles`, events in `user_memory`; see `sqlite_schema` for both.
+
+    Open with `await SqliteStore.open(path)` (or `async with await SqliteStore.open(path)`)
+    and `await store.close()`. Errors surface as `StoreUnavailable` (closed, locked, disk) or
+    `StoreCorrupted` (refused or unreadable data). Cancelling a caller does not undo a write
+    already queued.
+    """
+
+    def __init__(self, db: DbThread) -> None:
+        self._db = db
+
+    @classmethod
+    async def open(cls, path: str | Path) -> SqliteStore:
+        """Open (creating if needed) the database at `path` and start its thread.
+
+        Raises:
+            StoreUnavailable: the file cannot be opened or created.
+            StoreCorrupted: the file is not a Butler database this code can use.
+        """
+        db = DbThread(lambda: connect(str(path)), name=f"sqlite-store:{Path(path).name}")
+        await db.start()
+        return cls(db)
+
+    async def close(self) -> None:
+        """Finish queued jobs, then close the file; calling it again does nothing."""
+        await self._db.stop()
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    async def get_profile(self, user_id: str) -> UserProfile | None:
+        return await self._read(lambda conn: _profile(conn, user_id))
+
+    async def save_profile(self, profile: UserProfile) -> None:
+        row = profile_row(profile)
+        await self._write(lambda conn: _execute(conn, _UPSERT_PROFILE, row))
+
+    async def list_profiles(self, *, limit: int, after: str = "") -> list[UserProfile]:
+        """Profiles ordered by user id, starting after `after`."""
+        params = (after, max(limit, 0))
+        return await self._read(lambda conn: _profiles(conn, params))
+
+    async def erase_user(self, user_id: str) -> None:
+        """Delete the user's profile and every event of theirs."""
+        await self._write(lambda conn: _erase(conn, user_id))
+
+    async def append(
+        self, events: Sequence[MemoryEvent], *, profile: UserProfile | None = None
+    ) -> None:
+        """Store `events` (replacing any with the same id) and create `profile` if absent."""
+        rows = [event_row(event) for event in events]
+        created = None if profile is None else profile_row(profile)
+        await self._write(lambda conn: _append(conn, rows, created))
+
+    async def load_turn(self, user_id: str, *, limit: int, before: str) -> TurnContext:
+        """The profile, the `limit` newest events with ids below `before`, and the count."""
+        return await self._read(lambda conn: _turn(conn, user_id, max(limit, 0), before))
+
+    async def unanswered(self, user_id: str) -> list[MemoryEvent]:
+        """User events with no assistant event replying to them, oldest first."""
+        return await self._read(lambda conn: _events(conn, _UNANSWERED, user_id, (user_id,)))
+
+    async def events_before(self, user_id: str, *, keep_last: int) -> list[MemoryEvent]:
+        """Every event except the `keep_last` newest, oldest first."""
+        params = (user_id, max(keep_last, 0))
+        return await self._read(lambda conn: _events(conn, _EVENTS_BEFORE, user_id, params)[::-1])
+
+    async def apply_summary(self, profile: UserProfile, event_ids: Sequence[str]) -> int:
+        """Save `profile`, then delete the user's events `event_ids`, in one transaction.
+
+        Returns:
+            How many events were deleted.
+        """
+        row = profile_row(profile)
+        keys = [(profile.user_id, event_id) for event_id in event_ids]
+        return await self._write(lambda conn: _summarise(conn, row, keys))
+
+    async def purge_older_than(self, cutoff: datetime) -> int:
+        """Delete events created before `cutoff`; returns how many."""
+        micros = to_micros(cutoff)
+        return await self._write(lambda conn: _execute(conn, _PURGE, (micros,)))
+
+    async def users_over(self, threshold: int, *, limit: int) -> list[tuple[str, int]]:
+        """Users holding more than `threshold` events, most events first."""
+        params = (threshold, max(limit, 0))
+        return await self._read(lambda conn: _counts(conn, params))
+
+    async def _read(self, work: Callable[[sqlite3.Connection], T]) -> T:
+        return await self._db.call(work, write=False)
+
+    async def _write(self, work: Callable[[sqlite3.Connection], T]) -> T:
+        return await self._db.call(work, write=True)
+
+
+def _execute(conn: sqlite3.Connection, sql: str, params: Sequence[object]) -> int:
+    return conn.execute(sql, params).rowcount
+
+
+def _profile(conn: sqlite3.Connection, user_id: str) -> UserProfile | None:
+    row = conn.execute(_SELECT_PROFILE, (user_id,)).fetchone()
+    return None if row is None else decode_profile(row)
+
+
+def _profiles(conn: sqlite3.Connection, params: tuple[str, int]) -> list[UserProfile]:
+    return [decode_profile(row) for row in conn.execute(_LIST_PROFILES, params)]
+
+
+def _events(
+    conn: sqlite3.Connection, sql: str, user_id: str, params: Sequence[object]
+) -> list[MemoryEvent]:
+    """Events of `user_id` selected by `sql` (which leaves user_id out: it is known)."""
+    return decode_events(user_id, conn.execute(sql, params).fetchall())
+
+
+def _turn(conn: sqlite3.Connection, user_id: str, limit: int, before: str) -> TurnContext:
+    profile = _profile(conn, user_id)
+    events = _events(conn, _RECENT_EVENTS, user_id, (user_id, before, limit))
+    events.reverse()
+    (count,) = conn.execute(_COUNT_EVENTS, (user_id,)).fetchone()
+    summary = "" if profile is None else profile.memory_summary
+    return TurnContext(profile, MemorySlice(tuple(events), summary, count))
+
+
+def _append(
+    conn: sqlite3.Connection, rows: Sequence[Sequence[object]], profile: Sequence[object] | None
+) -> None:
+    if profile is not None:
+        conn.execute(_CREATE_PROFILE, profile)
+    conn.executemany(_UPSERT_EVENT, rows)
+
+
+def _summarise(
+    conn: sqlite3.Connection, profile: Sequence[object], keys: list[tuple[str, str]]
+) -> int:
+    conn.execute(_UPSERT_PROFILE, profile)
+    deleted = 0
+    for key in keys:
+        deleted += conn.execute(_DELETE_EVENT, key).rowcount
+    return deleted
+
+
+def _erase(conn: sqlite3.Connection, user_id: str) -> None:
+    conn.execute("DELETE FROM user_memory WHERE user_id = ?", (user_id,))
+    conn.execute("DELETE FROM user_profiles WHERE user_id = ?", (user_id,))
+
+
+def _counts(conn: sqlite3.Connection, params: tuple[int, int]) -> list[tuple[str, int]]:
+    return [(user_id, count) for user_id, count in conn.execute(_USERS_OVER, params)]

@@ -1,0 +1,192 @@
+"""`butler chat` end to end: real processes, a real SQLite file, a real OpenAI-style server."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+pytestmark = pytest.mark.slow
+
+ROOT = Path(__file__).parents[2]
+BUTLER = [sys.executable, "-m", "adapters.cli"]
+PERSONA_MARK = "[system: Ты — Alfred-style дворецкий"
+
+
+@dataclass
+class LLMServer:
+    port: int
+    control_port: int
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/v1"
+
+    def control(self, body: dict[str, Any] | None = None) -> dict[str, Any]:
+        data = None if body is None else json.dumps(body).encode()
+        request = urllib.request.Request(
+            f"http://127.0.0.1:{self.control_port}/_control",
+            data=data,
+            headers={"Content-Type": "application/json"},
+            method="GET" if body is None else "POST",
+        )
+        with urllib.request.urlopen(request, timeout=10) as response:
+            result: dict[str, Any] = json.loads(response.read())
+            return result
+
+    def chat_requests(self) -> list[dict[str, Any]]:
+        return [r for r in self.control()["requests"] if "messages" in r]
+
+
+@pytest.fixture
+def llm_server() -> Iterator[LLMServer]:
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tests.support.openai_server", "--port", "0"],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        ready = proc.stdout.readline().split()
+        assert ready[:1] == ["READY"], ready
+        yield LLMServer(int(ready[1]), int(ready[2]))
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+        if proc.stdout is not None:
+            proc.stdout.close()
+
+
+def _env(tmp_path: Path, server: LLMServer, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("BUTLER_", "OTEL_"))}
+    env.update(
+        BUTLER_DATA_DIR=str(tmp_path / "data"),
+        BUTLER_LLM_URL=server.url,
+        BUTLER_LLM_RETRIES="0",
+        PYTHONPATH=str(ROOT),
+    )
+    env.update(extra)
+    return env
+
+
+def chat(env: dict[str, str], *lines: str, user: str = "alice") -> tuple[list[str], str]:
+    """Run one scripted `butler chat` process; returns its reply lines and stderr."""
+    done = subprocess.run(
+        [*BUTLER, "chat", "--user", user],
+        cwd=ROOT,
+        env=env,
+        input="".join(f"{line}\n" for line in lines),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+    return done.stdout.splitlines(), done.stderr
+
+
+def admin_show(env: dict[str, str], user: str = "alice") -> dict[str, Any]:
+    done = subprocess.run(
+        [*BUTLER, "admin", "show", user, "--json"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    result: dict[str, Any] = json.loads(done.stdout)
+    return result
+
+
+def test_persona_and_memory_across_processes(tmp_path: Path, llm_server: LLMServer) -> None:
+    env = _env(tmp_path, llm_server)
+    replies, _ = chat(env, "Добрый вечер", "Меня зовут Бэзил, я люблю чай")
+    assert len(replies) == 2
+    assert all(r.startswith(PERSONA_MARK) for r in replies), replies
+    assert "You said: Меня зовут Бэзил" in replies[1]
+
+    replies, _ = chat(env, "Как меня зовут?")
+    assert len(replies) == 1
+    last = llm_server.chat_requests()[-1]["messages"]
+    contents = [m["content"] for m in last]
+    assert "Меня зовут Бэзил, я люблю чай" in contents, "memory did not survive the restart"
+    assert contents[-1] == "Как меня зовут?"
+    shown = admin_show(env)
+    assert shown["user_id"] == "alice"
+    assert shown["state"] == "idle"
+    assert shown["memory_events"] == 6
+    assert shown["profile"]["persona"] == "Alfred-style дворецкий"
+    assert shown["profile"]["language"] == "ru"
+
+
+def test_compression_after_more_than_fifty_events(tmp_path: Path, llm_server: LLMServer) -> None:
+    env = _env(tmp_path, llm_server)
+    replies, _ = chat(env, *(f"Поручение номер {i}" for i in range(30)))
+    assert len(replies) == 30
+    shown = admin_show(env)
+    # 60 events were written; compression kept the newest 20 once the count passed 50.
+    assert shown["memory_events"] < 50
+    assert shown["profile"]["memory_summary"].startswith("Сводка:")
+    summaries = [r for r in llm_server.chat_requests() if "сводку" in r["messages"][0]["content"]]
+    assert summaries, "no summarisation request reached the model"
+    replies, _ = chat(env, "Что вы помните?")
+    system = llm_server.chat_requests()[-1]["messages"][0]["content"]
+    assert "Сводка: хозяин беседовал" in system, "the summary is not in the next prompt"
+
+
+def test_degraded_answer_and_recovery(tmp_path: Path, llm_server: LLMServer) -> None:
+    env = _env(tmp_path, llm_server, BUTLER_LLM_COOLDOWN_S="0.2")
+    llm_server.control({"mode": "down"})
+    replies, stderr = chat(env, "Вы здесь?")
+    assert len(replies) == 1
+    assert "сэр" in replies[0]
+    assert not replies[0].startswith("[system:")
+    assert "BUTLER_LLM_URL" in stderr, "no hint on how to point butler at an LLM server"
+
+    # One process: down, then back; the butler recovers by itself (half-open probe).
+    proc = subprocess.Popen(
+        [*BUTLER, "chat", "--user", "alice"],
+        cwd=ROOT,
+        env=env,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proc.stdin is not None
+        assert proc.stdout is not None
+
+        def ask(text: str) -> str:
+            assert proc.stdin is not None
+            assert proc.stdout is not None
+            proc.stdin.write(text + "\n")
+            proc.stdin.flush()
+            return proc.stdout.readline().strip()
+
+        assert not ask("Алло?").startswith("[system:")
+        llm_server.control({"mode": "ok"})
+        deadline = time.monotonic() + 30
+        answer = ask("А теперь?")
+        while not answer.startswith(PERSONA_MARK):
+            assert time.monotonic() < deadline, "the butler never left degraded mode"
+            answer = ask("А теперь?")
+        assert "You said: А теперь?" in answer
+    finally:
+        if proc.stdin is not None:
+            proc.stdin.close()
+        proc.wait(timeout=30)
+        for stream in (proc.stdout, proc.stderr):
+            if stream is not None:
+                stream.close()
+    assert proc.returncode == 0

@@ -1,0 +1,1 @@
+"""Unit tests: the engine, mailbox, machine binding, settings, telemetry and layering."""

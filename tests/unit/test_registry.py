@@ -1,0 +1,201 @@
+"""Registry and actor behaviour: durability, drain, passivation, crashes, outages, traces."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import replace
+
+import pytest
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+from actors.deps import ActorSettings
+from actors.registry import Accepted, Registry, Rejected
+from adapters.clock import SystemClock
+from engine.domain import MemoryEvent
+from engine.errors import ShuttingDown, StoreUnavailable
+from tests.fakes import CollectingSink, ManualClock, MemoryStore, ScriptedLLM
+from tests.helpers import make_deps
+
+pytestmark = pytest.mark.anyio
+
+
+def _deps(store=None, llm=None, sink=None, clock=None, **settings):
+    return make_deps(
+        store=store or MemoryStore(),
+        llm=llm or ScriptedLLM(),
+        sink=sink or CollectingSink(),
+        clock=clock or ManualClock(),
+        settings=ActorSettings(**settings),
+    )
+
+
+async def _until(predicate, timeout=5.0):  # noqa: ASYNC109, ASYNC110
+    async with asyncio.timeout(timeout):
+        while not predicate():
+            await asyncio.sleep(0.001)  # noqa: TID251 - polls a condition, with a deadline
+
+
+async def test_message_is_stored_before_tell_returns():
+    store, llm = MemoryStore(), ScriptedLLM(gate=asyncio.Event())
+    async with Registry(_deps(store, llm)) as registry:
+        ticket = await registry.tell_text("u", "Добрый день")
+        assert isinstance(ticket, Accepted)
+        stored = store.events["u"][ticket.event_id]
+        assert (stored.role, stored.content) == ("user", "Добрый день")
+        assert store.profiles["u"].persona == "Alfred-style дворецкий"
+        assert llm.gate is not None
+        llm.gate.set()
+
+
+async def test_full_mailbox_answers_busy_and_stores_nothing():
+    store, llm = MemoryStore(), ScriptedLLM(gate=asyncio.Event())
+    async with Registry(_deps(store, llm, mailbox_capacity=2)) as registry:
+        first = await registry.tell_text("u", "one")
+        await _until(lambda: len(llm.calls) == 1)  # the first turn is in flight
+        tickets = [await registry.tell_text("u", f"more {i}") for i in range(3)]
+        assert isinstance(first, Accepted)
+        assert [type(t) for t in tickets] == [Accepted, Accepted, Rejected]
+        rejected = tickets[2]
+        assert isinstance(rejected, Rejected)
+        assert "Одну минуту" in rejected.reply
+        assert len(store.events["u"]) == 3
+        assert llm.gate is not None
+        llm.gate.set()
+
+
+async def test_drain_finishes_the_turn_in_flight_and_keeps_waiting_messages():
+    store, sink = MemoryStore(), CollectingSink()
+    llm = ScriptedLLM(gate=asyncio.Event())
+    async with Registry(_deps(store, llm, sink)) as registry:
+        await registry.tell_text("u", "first")
+        await registry.tell_text("u", "second")
+        await _until(lambda: len(llm.calls) == 1)
+        drain = asyncio.create_task(registry.drain())
+        await _until(lambda: registry.get("u") is not None and registry.get("u").stopping)
+        assert llm.gate is not None
+        llm.gate.set()
+        await drain
+        with pytest.raises(ShuttingDown):
+            await registry.tell_text("u", "third")
+    assert [r.kind for r in sink.replies] == ["reply"]
+    owed = await store.unanswered("u")
+    assert [e.content for e in owed] == ["second"]
+
+    # The next process answers what the last one left, before anything new.
+    sink2 = CollectingSink()
+    async with Registry(_deps(store, ScriptedLLM(), sink2)) as registry:
+        await registry.tell_text("u", "third")
+        replies = await sink2.wait_for(2)
+    assert [r.reply_to for r in replies] == [owed[0].id, replies[1].reply_to]
+    assert await store.unanswered("u") == []
+
+
+async def test_idle_actor_passivates_and_comes_back():
+    sink = CollectingSink()
+    async with Registry(_deps(sink=sink, clock=SystemClock(), idle_timeout_s=0.01)) as registry:
+        await registry.tell_text("u", "hello")
+        await sink.wait_for(1)
+        await _until(lambda: len(registry) == 0)
+        await registry.tell_text("u", "again")
+        await sink.wait_for(2)
+    assert [r.kind for r in sink.replies] == ["reply", "reply"]
+
+
+async def test_a_crash_in_a_turn_answers_and_keeps_the_actor():
+    sink = CollectingSink()
+
+    def explode(request):
+        raise RuntimeError("bug in the model adapter")
+
+    llm = ScriptedLLM(script=explode)
+    async with Registry(_deps(llm=llm, sink=sink)) as registry:
+        await registry.tell_text("u", "hello")
+        await sink.wait_for(1)
+        actor = registry.get("u")
+        assert actor is not None
+        assert actor.state == "idle"
+        llm.script = lambda request: "Indeed, sir."
+        await registry.tell_text("u", "again")
+        await sink.wait_for(2)
+        assert registry.get("u") is actor
+    assert sink.replies[0].kind == "error"
+    assert "Прошу прощения" in sink.replies[0].text
+    assert sink.replies[1].text == "Indeed, sir."
+
+
+async def test_dead_store_at_tell_accepts_nothing():
+    store = MemoryStore()
+    async with Registry(_deps(store)) as registry:
+        await registry.tell_text("u", "hello")
+        store.down = True
+        with pytest.raises(StoreUnavailable):
+            await registry.tell_text("u", "lost?")
+        store.down = False
+    assert [e.content for e in store.events["u"].values() if e.role == "user"] == ["hello"]
+
+
+async def test_store_outage_mid_turn_apologises_then_answers_when_back():
+    store, sink = MemoryStore(), CollectingSink()
+
+    async with Registry(
+        _deps(store, sink=sink, clock=SystemClock(), store_retry_s=0.01)
+    ) as registry:
+        original = store.load_turn
+        failures = {"left": 1}
+
+        async def flaky_load(user_id, *, limit, before):
+            if failures["left"]:
+                failures["left"] -= 1
+                raise StoreUnavailable("disk went away")
+            return await original(user_id, limit=limit, before=before)
+
+        store.load_turn = flaky_load  # type: ignore[method-assign]
+        ticket = await registry.tell_text("u", "hello")
+        replies = await sink.wait_for(2)
+    assert replies[0].kind == "error"
+    assert "архив" in replies[0].text
+    assert replies[1].kind == "reply"
+    assert isinstance(ticket, Accepted)
+    assert replies[1].reply_to == ticket.event_id
+    assert await store.unanswered("u") == []
+
+
+async def test_activation_answers_stored_messages_without_a_reply():
+    store, sink = MemoryStore(), CollectingSink()
+    clock = ManualClock()
+    left = MemoryEvent("0001", "u", "user", "from before the crash", "text", clock.now(), 5)
+    await store.append([left])
+    async with Registry(replace(_deps(store, sink=sink), clock=clock)) as registry:
+        await registry.tell_text("u", "new")
+        replies = await sink.wait_for(2)
+    assert replies[0].reply_to == "0001"
+    assert len(replies) == 2
+
+
+async def test_one_trace_per_message_with_transitions_and_no_text():
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    tracer = provider.get_tracer("test")
+    sink = CollectingSink()
+    deps = replace(_deps(sink=sink), tracer=tracer)
+    secret = "мой пароль от почты"
+    async with Registry(deps) as registry:
+        with tracer.start_as_current_span("telegram.update") as root:
+            await registry.tell_text("u", secret)
+        await sink.wait_for(1)
+    spans = exporter.get_finished_spans()
+    trace_id = root.get_span_context().trace_id
+    assert {s.context.trace_id for s in spans} == {trace_id}
+    names = {s.name for s in spans}
+    assert {"butler.turn", "store.load_turn", "prompt.build", "llm.chat", "store.append"} <= names
+    turn = next(s for s in spans if s.name == "butler.turn")
+    events = [(e.attributes or {}).get("trigger") for e in turn.events]
+    assert events == ["hear_text", "replied"]
+    llm = next(s for s in spans if s.name == "llm.chat")
+    assert (llm.attributes or {})["butler.prompt.template_version"].startswith("persona-")
+    for span in spans:
+        for value in (span.attributes or {}).values():
+            assert secret not in str(value)

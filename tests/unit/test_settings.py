@@ -1,0 +1,129 @@
+"""Settings from `BUTLER_*` variables: defaults, parsing and errors that name the variable."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from adapters.settings import DEFAULT_LLM_URL, Settings, SettingsError
+
+
+def test_defaults_live_under_xdg_data_home(tmp_path: Path) -> None:
+    s = Settings.from_env({"XDG_DATA_HOME": str(tmp_path)})
+    assert s.data_dir == tmp_path / "butler"
+    assert s.store == str(tmp_path / "butler" / "butler.sqlite3")
+    assert s.sqlite_path == tmp_path / "butler" / "butler.sqlite3"
+    assert s.llm_urls == (DEFAULT_LLM_URL,) == ("http://127.0.0.1:8080/v1",)
+    assert s.llm_model == ""
+    assert s.llm_api_key == ""
+    assert s.tokenizer == ""
+    assert s.llm_retries == 2
+    assert s.retention_days == 90
+    assert s.log_level == "WARNING"
+    assert s.budget.total == 2000
+    assert s.policy.threshold == 50
+    assert s.actors.mailbox_capacity == 32
+
+
+def test_without_xdg_the_data_dir_is_in_the_home(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("HOME", str(tmp_path))
+    s = Settings.from_env({})
+    assert s.data_dir == tmp_path / ".local" / "share" / "butler"
+
+
+def test_data_dir_and_store_can_be_set(tmp_path: Path) -> None:
+    s = Settings.from_env({"BUTLER_DATA_DIR": str(tmp_path / "d")})
+    assert s.data_dir == tmp_path / "d"
+    assert s.store == str(tmp_path / "d" / "butler.sqlite3")
+    s = Settings.from_env({"BUTLER_STORE": "mongodb://db:27017/butler"})
+    assert s.store == "mongodb://db:27017/butler"
+
+
+def test_api_key_is_not_in_the_repr() -> None:
+    s = Settings.from_env({"BUTLER_LLM_API_KEY": "sk-secret", "XDG_DATA_HOME": "/x"})
+    assert s.llm_api_key == "sk-secret"
+    assert "sk-secret" not in repr(s)
+
+
+def test_llm_urls_are_comma_separated_and_cleaned() -> None:
+    s = Settings.from_env(
+        {"BUTLER_LLM_URL": " http://a:8080/v1/ , https://b.example/v1,http://c/v1//"}
+    )
+    assert s.llm_urls == ("http://a:8080/v1", "https://b.example/v1", "http://c/v1")
+
+
+def test_blank_llm_url_means_the_default() -> None:
+    assert Settings.from_env({"BUTLER_LLM_URL": "   "}).llm_urls == (DEFAULT_LLM_URL,)
+
+
+@pytest.mark.parametrize(
+    "value", ["ftp://a/v1", "a:8080", "http://a/v1,", "http://a/v1,,http://b/v1"]
+)
+def test_bad_llm_urls_raise(value: str) -> None:
+    with pytest.raises(SettingsError, match="BUTLER_LLM_URL"):
+        Settings.from_env({"BUTLER_LLM_URL": value})
+
+
+def test_numbers_are_parsed() -> None:
+    s = Settings.from_env(
+        {
+            "BUTLER_LLM_RETRIES": "0",
+            "BUTLER_BUDGET_TOTAL": " 4000 ",
+            "BUTLER_BUDGET_SUMMARY": "250",
+            "BUTLER_MEMORY_KEEP": "10",
+            "BUTLER_LLM_READ_TIMEOUT_S": "12.5",
+            "BUTLER_LLM_COOLDOWN_S": "5",
+            "BUTLER_LOG_LEVEL": "debug",
+        }
+    )
+    assert s.llm_retries == 0
+    assert s.budget.total == 4000
+    assert s.budget.summary == s.policy.summary_budget == 250
+    assert s.policy.keep_last == s.actors.recent_events == 10
+    assert s.llm_read_timeout_s == 12.5
+    assert s.actors.breaker_cooldown_s == 5.0
+    assert s.log_level == "DEBUG"
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("BUTLER_BUDGET_TOTAL", "lots"),
+        ("BUTLER_BUDGET_TOTAL", "0"),
+        ("BUTLER_BUDGET_MEMORY", "-1"),
+        ("BUTLER_MAILBOX_CAPACITY", "1.5"),
+        ("BUTLER_RETENTION_DAYS", "0"),
+        ("BUTLER_LLM_RETRIES", "-1"),
+        ("BUTLER_LLM_READ_TIMEOUT_S", "soon"),
+        ("BUTLER_LLM_TOTAL_TIMEOUT_S", "0"),
+        ("BUTLER_IDLE_TIMEOUT_S", "-3"),
+    ],
+)
+def test_bad_values_name_their_variable(name: str, value: str) -> None:
+    with pytest.raises(SettingsError, match=name):
+        Settings.from_env({name: value})
+
+
+def test_settings_error_is_a_value_error() -> None:
+    assert issubclass(SettingsError, ValueError)
+
+
+@pytest.mark.parametrize(
+    ("store", "path"),
+    [
+        ("sqlite:///x.db", Path("x.db")),
+        ("sqlite:////var/lib/butler.db", Path("/var/lib/butler.db")),
+        ("/srv/butler.sqlite3", Path("/srv/butler.sqlite3")),
+        ("relative/b.sqlite3", Path("relative/b.sqlite3")),
+    ],
+)
+def test_sqlite_path(store: str, path: Path) -> None:
+    assert Settings(data_dir=Path("/d"), store=store).sqlite_path == path
+
+
+@pytest.mark.parametrize("store", ["mongodb://db:27017/butler", "mongodb+srv://c.example/b"])
+def test_mongodb_has_no_sqlite_path(store: str) -> None:
+    assert Settings(data_dir=Path("/d"), store=store).sqlite_path is None
