@@ -24,6 +24,7 @@ class ActorSettings:
     idle_timeout_s: float = 15 * 60
     breaker_cooldown_s: float = 30.0
     breaker_max_cooldown_s: float = 600.0
+    llm_deadline_s: float = 120.0
     store_retry_s: float = 2.0
     store_retry_max_s: float = 60.0
 

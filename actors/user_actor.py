@@ -394,7 +394,11 @@ class UserActor:
                 }
             )
             try:
-                completion = await deps.llm.complete(request)
+                try:
+                    async with asyncio.timeout(deps.settings.llm_deadline_s):
+                        completion = await deps.llm.complete(request)
+                except TimeoutError as exc:  # the whole chain, retries included, took too long
+                    raise LLMUnavailable("the model chain missed its deadline") from exc
                 if not completion.text.strip():
                     raise LLMUnavailable("the model answered with empty text")  # noqa: TRY301
                 endpoint = completion.endpoint
@@ -482,9 +486,8 @@ class UserActor:
         )
         completion = await self._complete(request, deps.summarize.version)
         summary = completion.text.strip()
-        reason = compression.reject_reason(
-            summary, profile.language, deps.counter, policy.summary_budget
-        )
+        limit = min(policy.summary_budget, deps.prompts.summary_body_budget(profile.language))
+        reason = compression.reject_reason(summary, profile.language, deps.counter, limit)
         if reason is not None:
             if selection.covered:  # leftovers of an interrupted run are safe to delete
                 await deps.store.apply_summary(profile, selection.covered)

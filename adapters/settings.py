@@ -98,6 +98,7 @@ class Settings:
                 recent_events=get.int("BUTLER_MEMORY_KEEP", 20),
                 idle_timeout_s=get.float("BUTLER_IDLE_TIMEOUT_S", 900.0),
                 breaker_cooldown_s=get.float("BUTLER_LLM_COOLDOWN_S", 30.0),
+                llm_deadline_s=get.float("BUTLER_LLM_DEADLINE_S", 120.0),
             ),
             log_level=get.str("BUTLER_LOG_LEVEL", "WARNING").upper(),
         )

@@ -86,6 +86,11 @@ _LINES: dict[LineKind, dict[Language, tuple[str, ...]]] = {
 }
 
 
+def variants(kind: LineKind, language: Language) -> tuple[str, ...]:
+    """Every wording of a line (unformatted), for checks that a reply is one of them."""
+    return _LINES[kind][language]
+
+
 def line(kind: LineKind, language: Language, seed: str = "", **values: object) -> str:
     """The butler's line of `kind` in `language`, one variant chosen by `seed`."""
     variants = _LINES[kind][language]

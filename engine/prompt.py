@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from engine.domain import MemoryEvent, UserProfile
+from engine.domain import Language, MemoryEvent, UserProfile
 from engine.errors import MessageTooLong
 from engine.ports import ChatMessage, CompletionRequest, TokenCounter
 
@@ -126,6 +126,11 @@ class PromptBuilder:
             profile.language, persona=profile.persona, tone=profile.tone, topics=topics
         )
         return fit_text(text, self.budget.persona, self.counter)
+
+    def summary_body_budget(self, language: Language) -> int:
+        """The most tokens a stored summary may have and still fit its section uncut."""
+        frame = self.counter.count(self.summary_template.render(language, summary=""))
+        return self.budget.summary - frame - MESSAGE_OVERHEAD_TOKENS
 
     def _summary_section(self, profile: UserProfile, room: int) -> tuple[str, int, bool]:
         """The rendered summary, its tokens (at most `room`) and whether the summary was cut."""

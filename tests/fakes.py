@@ -1,5 +1,5 @@
-"""Small fakes behind the ports, for unit and property tests (the contract suite checks the
-in-memory store against the same rules as the real stores)."""
+"""Small fakes behind the ports, for unit and property tests. The fakes follow the port's
+contract where the tests rely on it; input validation is the real stores' job (contract suite)."""
 
 from __future__ import annotations
 

@@ -37,6 +37,10 @@ def _stop(conn: sqlite3.Connection) -> None:
     """Marks the job that closes the connection; never called."""
 
 
+def _open(conn: sqlite3.Connection) -> None:
+    """Marks the job that reports the opening of the connection; never called."""
+
+
 @dataclass(slots=True, eq=False)
 class _Job:
     work: Callable[[sqlite3.Connection], Any]
@@ -50,11 +54,12 @@ class _Job:
 class DbThread:
     """Owns one connection on one thread; callers submit jobs and await their futures.
 
-    The thread takes every job queued since its last pass as one batch: the reads run first in
-    one read transaction, then the writes in one write transaction with a savepoint per job,
-    so a failing job rolls back alone and the rest commit together (group commit). Reads
-    before writes is a valid order because no job of a batch had finished when the next was
-    submitted. Futures are answered in submission order after the commit.
+    The thread takes every job queued since its last pass as one batch and runs it in
+    submission order in one transaction (group commit), each write job inside a savepoint so a
+    failing job rolls back alone while the rest commit. So every job sees the effects of all
+    jobs submitted before it. Futures are answered after the commit, in submission order, one
+    wake-up of the loop per batch; if the commit itself fails, every job of the batch fails,
+    reads included, since they may have seen the lost writes.
     """
 
     def __init__(self, connect: Callable[[], sqlite3.Connection], *, name: str) -> None:
@@ -74,7 +79,7 @@ class DbThread:
             StoreUnavailable: the file cannot be opened.
             StoreCorrupted: the file is not a database this code can use.
         """
-        opened = self._job(_stop, write=False)
+        opened = self._job(_open, write=False)
         self._thread = threading.Thread(
             target=self._run, args=(opened,), name=self._name, daemon=True
         )
@@ -83,6 +88,9 @@ class DbThread:
             await opened.future
         except sqlite3.Error as exc:
             raise map_error(exc) from exc
+        except asyncio.CancelledError:
+            self._queue.put(self._job(_stop, write=False))  # the thread closes what it opens
+            raise
         self._accepting = True
 
     def submit(self, work: Callable[[sqlite3.Connection], T], *, write: bool) -> asyncio.Future[T]:
@@ -108,6 +116,9 @@ class DbThread:
 
     async def stop(self) -> None:
         """Finish every queued job, close the connection and join the thread."""
+        if self._thread is None or not self._thread.is_alive():
+            self._accepting = False
+            return
         if self._stopping is None:
             self._accepting = False
             job = self._job(_stop, write=False)
@@ -144,48 +155,43 @@ class DbThread:
                     batch.append(self._queue.get_nowait())
             stops = [job for job in batch if job.work is _stop]
             jobs = [job for job in batch if job.work is not _stop]
-            _run_reads(conn, [job for job in jobs if not job.write])
-            if _run_writes(conn, [job for job in jobs if job.write]):
+            if jobs and _run_batch(conn, jobs):
                 self.write_batches += 1
             _settle(jobs)
             if stops:
                 return stops
 
 
-def _run_reads(conn: sqlite3.Connection, jobs: list[_Job]) -> None:
-    """Run read jobs in one read transaction, so they see one snapshot."""
-    if not jobs:
-        return
+def _run_batch(conn: sqlite3.Connection, jobs: list[_Job]) -> bool:
+    """Run `jobs` in order in one transaction; True if it wrote and committed."""
+    writes = any(job.write for job in jobs)
     try:
-        conn.execute("BEGIN")
+        conn.execute("BEGIN IMMEDIATE" if writes else "BEGIN")
         for job in jobs:
-            job.error = _attempt(job, conn)
-        conn.execute("COMMIT")
-    except sqlite3.Error as exc:
-        _fail_batch(conn, jobs, exc)
-
-
-def _run_writes(conn: sqlite3.Connection, jobs: list[_Job]) -> bool:
-    """Run write jobs in one transaction, a savepoint each; True if it committed."""
-    if not jobs:
-        return False
-    try:
-        conn.execute("BEGIN IMMEDIATE")
-        for job in jobs:
-            conn.execute("SAVEPOINT job")
-            job.error = _attempt(job, conn)
+            if job.write:
+                _run_write(conn, job)
+            else:
+                job.error = _attempt(job, conn)
             if job.error is not None and not conn.in_transaction:
                 # SQLite dropped the whole transaction (disk full, I/O error): the batch is lost.
                 _fail_batch(conn, jobs, job.error)
                 return False
-            if job.error is not None:
-                conn.execute("ROLLBACK TO job")
-            conn.execute("RELEASE job")
         conn.execute("COMMIT")
     except sqlite3.Error as exc:
         _fail_batch(conn, jobs, exc)
         return False
-    return True
+    return writes
+
+
+def _run_write(conn: sqlite3.Connection, job: _Job) -> None:
+    """Run a write job inside its own savepoint, so that if it fails it rolls back alone."""
+    conn.execute("SAVEPOINT job")
+    job.error = _attempt(job, conn)
+    if not conn.in_transaction:
+        return
+    if job.error is not None:
+        conn.execute("ROLLBACK TO job")
+    conn.execute("RELEASE job")
 
 
 def _attempt(job: _Job, conn: sqlite3.Connection) -> Exception | None:

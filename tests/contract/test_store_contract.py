@@ -6,6 +6,7 @@ import asyncio
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta, timezone
 
+import anyio
 import pytest
 
 from engine.domain import EventIds, MemoryEvent, Role, UserProfile
@@ -89,13 +90,14 @@ async def test_list_profiles_pages_in_user_id_order(store: Store):
     user_ids = [f"user-{i:02d}" for i in (5, 3, 9, 1, 7, 2, 8)]
     for user_id in user_ids:
         await store.save_profile(profile(user_id))
-    seen: list[str] = []
+    pages: list[list[str]] = []
     after = ""
-    while page := await store.list_profiles(limit=3, after=after):
-        assert len(page) <= 3
-        seen.extend(p.user_id for p in page)
-        after = page[-1].user_id
-    assert seen == sorted(user_ids)
+    for _ in range(4):  # bounded, so a store that repeats a page fails instead of hanging
+        page = [p.user_id for p in await store.list_profiles(limit=3, after=after)]
+        pages.append(page)
+        after = page[-1] if page else after
+    ordered = sorted(user_ids)
+    assert pages == [ordered[:3], ordered[3:6], ordered[6:], []]
     assert await store.list_profiles(limit=0) == []
 
 
@@ -292,10 +294,19 @@ async def test_a_refused_write_does_not_lose_concurrent_writes(store: Store, eve
     assert await store.events_before("user-bad", keep_last=0) == []
 
 
+async def test_a_refused_append_stores_none_of_its_events(store: Store, events: Events):
+    fine, refused = events.make("u1"), replace(events.make("u1"), tokens=-1)
+    with pytest.raises(StoreCorrupted):
+        await store.append([fine, refused], profile=profile("u1"))
+    assert await store.events_before("u1", keep_last=0) == []
+    assert await store.get_profile("u1") is None
+
+
 async def test_close_finishes_queued_writes_first(backend: Backend, events: Events):
     store = await backend.open()
     batch = [events.make("u1", f"m{i}") for i in range(50)]
-    *appended, _ = await asyncio.gather(*(store.append([e]) for e in batch), store.close())
+    with anyio.fail_after(10):
+        *appended, _ = await asyncio.gather(*(store.append([e]) for e in batch), store.close())
     assert appended == [None] * 50
     reopened = await backend.open()
     try:
@@ -322,7 +333,7 @@ async def test_every_operation_after_close_is_unavailable(backend: Backend, even
         store.users_over(1, limit=1),
     ]
     for call in calls:
-        with pytest.raises(StoreUnavailable):
+        with anyio.fail_after(5), pytest.raises(StoreUnavailable):
             await call
 
 

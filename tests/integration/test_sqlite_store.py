@@ -169,6 +169,33 @@ async def test_queued_writes_share_one_commit_and_a_failing_one_fails_alone(stor
     assert await store.events_before("u-bad", keep_last=0) == []
 
 
+async def test_jobs_of_one_batch_run_in_submission_order(store: SqliteStore):
+    ids = EventIds()
+    entered, release = threading.Event(), threading.Event()
+
+    def hold(conn: sqlite3.Connection) -> None:
+        entered.set()
+        release.wait(timeout=10)
+
+    held = store._db.submit(hold, write=False)
+    assert entered.wait(timeout=10)
+    first, second = event("u1", ids), event("u1", ids)
+
+    async def let_go() -> None:
+        release.set()
+
+    before, _, between, _, after, _ = await asyncio.gather(
+        store.events_before("u1", keep_last=0),
+        store.append([first]),
+        store.events_before("u1", keep_last=0),
+        store.append([second]),
+        store.events_before("u1", keep_last=0),
+        let_go(),
+    )
+    await held
+    assert (before, between, after) == ([], [first], [first, second])
+
+
 async def test_naive_datetimes_are_refused_before_reaching_the_file(store: SqliteStore):
     with pytest.raises(ValueError, match="naive"):
         await store.purge_older_than(datetime(2025, 1, 1))  # noqa: DTZ001
@@ -182,3 +209,34 @@ async def test_timestamps_are_stored_as_utc_microseconds(
     await store.append([made])
     (stored,) = raw.execute("SELECT created_at FROM user_memory").fetchone()
     assert stored == (T0 - datetime(1970, 1, 1, tzinfo=UTC)) // timedelta(microseconds=1) + 5
+
+
+async def test_a_cancelled_caller_leaves_the_store_working(
+    store: SqliteStore, caplog: pytest.LogCaptureFixture
+):
+    ids = EventIds()
+    entered, release = threading.Event(), threading.Event()
+
+    def hold(conn: sqlite3.Connection) -> None:
+        entered.set()
+        release.wait(timeout=10)
+
+    held = store._db.submit(hold, write=False)
+    assert entered.wait(timeout=10)
+    made = event("u1", ids)
+    reading = asyncio.ensure_future(store.get_profile("u1"))
+    writing = asyncio.ensure_future(store.append([made]))
+
+    async def give_up() -> None:  # runs after both tasks queued their jobs (tasks start FIFO)
+        reading.cancel()
+        writing.cancel()
+        release.set()
+
+    await asyncio.ensure_future(give_up())
+    await held
+    with pytest.raises(asyncio.CancelledError):
+        await writing
+    # The write was queued before its caller gave up: it commits all the same.
+    assert await store.events_before("u1", keep_last=0) == [made]
+    assert reading.cancelled()
+    assert not [r for r in caplog.records if r.levelname == "ERROR"]

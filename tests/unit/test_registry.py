@@ -3,25 +3,34 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from dataclasses import replace
+from typing import Any
 
 import pytest
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-from actors.deps import ActorSettings
+from actors.deps import ActorDeps, ActorSettings
 from actors.registry import Accepted, Registry, Rejected
 from adapters.clock import SystemClock
 from engine.domain import MemoryEvent
 from engine.errors import ShuttingDown, StoreUnavailable
+from engine.ports import Clock
 from tests.fakes import CollectingSink, ManualClock, MemoryStore, ScriptedLLM
 from tests.helpers import make_deps
 
 pytestmark = pytest.mark.anyio
 
 
-def _deps(store=None, llm=None, sink=None, clock=None, **settings):
+def _deps(
+    store: MemoryStore | None = None,
+    llm: ScriptedLLM | None = None,
+    sink: CollectingSink | None = None,
+    clock: Clock | None = None,
+    **settings: Any,
+) -> ActorDeps:
     return make_deps(
         store=store or MemoryStore(),
         llm=llm or ScriptedLLM(),
@@ -31,9 +40,9 @@ def _deps(store=None, llm=None, sink=None, clock=None, **settings):
     )
 
 
-async def _until(predicate, timeout=5.0):  # noqa: ASYNC109, ASYNC110
+async def _until(predicate: Callable[[], object], timeout: float = 5.0) -> None:  # noqa: ASYNC109
     async with asyncio.timeout(timeout):
-        while not predicate():
+        while not predicate():  # noqa: ASYNC110 - polls a condition, with a deadline
             await asyncio.sleep(0.001)  # noqa: TID251 - polls a condition, with a deadline
 
 
@@ -73,7 +82,7 @@ async def test_drain_finishes_the_turn_in_flight_and_keeps_waiting_messages():
         await registry.tell_text("u", "second")
         await _until(lambda: len(llm.calls) == 1)
         drain = asyncio.create_task(registry.drain())
-        await _until(lambda: registry.get("u") is not None and registry.get("u").stopping)
+        await _until(lambda: getattr(registry.get("u"), "stopping", False))
         assert llm.gate is not None
         llm.gate.set()
         await drain
@@ -195,7 +204,20 @@ async def test_one_trace_per_message_with_transitions_and_no_text():
     events = [(e.attributes or {}).get("trigger") for e in turn.events]
     assert events == ["hear_text", "replied"]
     llm = next(s for s in spans if s.name == "llm.chat")
-    assert (llm.attributes or {})["butler.prompt.template_version"].startswith("persona-")
+    assert str((llm.attributes or {})["butler.prompt.template_version"]).startswith("persona-")
     for span in spans:
         for value in (span.attributes or {}).values():
             assert secret not in str(value)
+
+
+async def test_a_model_that_never_answers_degrades_at_the_deadline():
+    sink = CollectingSink()
+    llm = ScriptedLLM(gate=asyncio.Event())  # never opened: the call hangs
+    deps = _deps(llm=llm, sink=sink, clock=SystemClock(), llm_deadline_s=0.05)
+    async with Registry(deps) as registry:
+        await registry.tell_text("u", "hello")
+        await sink.wait_for(1)
+        actor = registry.get("u")
+        assert actor is not None
+        assert actor.state == "degraded"
+    assert sink.replies[0].kind == "degraded"
