@@ -166,6 +166,7 @@ class UserActor:
                 return
             if envelope is not None:
                 await self._handle(envelope)
+                envelope = None  # an idle actor holds no message text
                 self.last_active = clock.monotonic()
                 continue
             now = clock.monotonic()
@@ -219,6 +220,7 @@ class UserActor:
             self._store_down()
         phase = self.phase
         if phase is Phase.COMPRESSING:
+            self._backoff.failed(self.deps.clock.monotonic())  # a bug must not run every turn
             self._fire(Trigger.COMPRESSION_FAILED)
         elif phase not in RESTING_PHASES:
             self._fire(Trigger.TURN_FAILED)

@@ -7,6 +7,7 @@ argument becomes the real adapter, so tests pass fakes behind the ports instead.
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager, suppress
@@ -58,6 +59,17 @@ class App:
     store: Store
     llm: LanguageModel
     metrics: CollectorRegistry
+
+
+GC_THRESHOLDS = (50_000, 20, 100)
+"""Measured with `bench/engine_bench.py`: with 10k live actors (~430k tracked objects) the
+default (700, 10, 10) ran 22 full collections in a 19 s run with pauses up to 246 ms; these
+thresholds ran none and cut p99 by more than half."""
+
+
+def tune_gc() -> None:
+    """Collect the young generation less often: a server with many long-lived actors."""
+    gc.set_threshold(*GC_THRESHOLDS)
 
 
 async def open_store(settings: Settings) -> Store:

@@ -13,7 +13,7 @@ from datetime import datetime
 from typing import Any, TextIO
 
 from actors.registry import Registry, Rejected
-from adapters.app import open_app, open_store
+from adapters.app import open_app, open_store, tune_gc
 from adapters.settings import Settings, SettingsError
 from adapters.telemetry import configure_tracing
 from engine.errors import ButlerError
@@ -160,6 +160,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         stream=sys.stderr,
         format="%(asctime)s %(levelname)s %(name)s %(message)s",
     )
+    tune_gc()
     provider = configure_tracing()
     try:
         if args.command == "chat":

@@ -9,11 +9,13 @@ not fit, `MessageTooLong` is raised and the user is told.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from engine.domain import Language, MemoryEvent, UserProfile
 from engine.errors import MessageTooLong
 from engine.ports import ChatMessage, CompletionRequest, TokenCounter
+
+_PERSONA_CACHE_SIZE = 1024
 
 MESSAGE_OVERHEAD_TOKENS = 4
 """Role markers and separators a chat template adds around each message."""
@@ -119,13 +121,28 @@ class PromptBuilder:
     summary_template: Template
     counter: TokenCounter
     budget: Budget = Budget()
+    _persona_cache: dict[tuple[str, str, str, tuple[str, ...]], tuple[str, int]] = field(
+        default_factory=dict, init=False, repr=False, compare=False
+    )
 
     def persona_section(self, profile: UserProfile) -> str:
-        topics = ", ".join(profile.preferred_topics) or "-"
-        text = self.persona_template.render(
-            profile.language, persona=profile.persona, tone=profile.tone, topics=topics
-        )
-        return fit_text(text, self.budget.persona, self.counter)
+        return self._persona(profile)[0]
+
+    def _persona(self, profile: UserProfile) -> tuple[str, int]:
+        """The persona section and its tokens, rendered and counted once per distinct persona."""
+        key = (profile.language, profile.persona, profile.tone, profile.preferred_topics)
+        cached = self._persona_cache.get(key)
+        if cached is None:
+            topics = ", ".join(profile.preferred_topics) or "-"
+            text = self.persona_template.render(
+                profile.language, persona=profile.persona, tone=profile.tone, topics=topics
+            )
+            text = fit_text(text, self.budget.persona, self.counter)
+            cached = (text, self.counter.count(text))
+            if len(self._persona_cache) >= _PERSONA_CACHE_SIZE:
+                self._persona_cache.clear()  # distinct personas are few; this is a safety bound
+            self._persona_cache[key] = cached
+        return cached
 
     def summary_body_budget(self, language: Language) -> int:
         """The most tokens a stored summary may have and still fit its section uncut."""
@@ -164,8 +181,8 @@ class PromptBuilder:
             MessageTooLong: the message alone does not fit what the persona leaves of the total.
         """
         b = self.budget
-        persona = self.persona_section(profile)
-        persona_tokens = self.counter.count(persona) + MESSAGE_OVERHEAD_TOKENS
+        persona, persona_tokens = self._persona(profile)
+        persona_tokens += MESSAGE_OVERHEAD_TOKENS
         msg_tokens = message_tokens + MESSAGE_OVERHEAD_TOKENS
         room = b.total - persona_tokens - msg_tokens
         if room < 0:
