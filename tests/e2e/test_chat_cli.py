@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import sqlite3
 import subprocess
 import sys
 import time
@@ -191,3 +192,51 @@ def test_degraded_answer_and_recovery(tmp_path: Path, llm_server: LLMServer) -> 
             if stream is not None:
                 stream.close()
     assert proc.returncode == 0
+
+
+def test_kill_mid_turn_loses_nothing_and_answers_once(
+    tmp_path: Path, llm_server: LLMServer
+) -> None:
+    env = _env(tmp_path, llm_server)
+    replies, _ = chat(env, "Доброе утро")
+    assert len(replies) == 1
+    hits_before = llm_server.control()["hits"]
+    llm_server.control({"mode": "slow", "slow_delay": 60})
+    proc = subprocess.Popen(
+        [*BUTLER, "chat", "--user", "alice"],
+        cwd=ROOT,
+        env=env,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    try:
+        assert proc.stdin is not None
+        proc.stdin.write("Поручение, прерванное на полуслове\n")
+        proc.stdin.flush()
+        deadline = time.monotonic() + 30
+        while llm_server.control()["hits"] <= hits_before:  # the turn is in flight
+            assert time.monotonic() < deadline, "the message never reached the model"
+            time.sleep(0.02)
+        proc.kill()  # SIGKILL: no drain, no goodbye
+        proc.wait(timeout=10)
+    finally:
+        for stream in (proc.stdin, proc.stdout):
+            if stream is not None:
+                stream.close()
+    llm_server.control({"mode": "ok"})
+
+    replies, _ = chat(env, "Вы меня слышите?")
+    # The interrupted message is answered first (asked of the model again), then the new one.
+    assert len(replies) == 2, replies
+    assert "You said: Поручение, прерванное на полуслове" in replies[0]
+    assert "You said: Вы меня слышите?" in replies[1]
+    with sqlite3.connect(tmp_path / "data" / "butler.sqlite3") as db:
+        users = db.execute("SELECT id FROM user_memory WHERE role = 'user'").fetchall()
+        answers = db.execute(
+            "SELECT reply_to, COUNT(*) FROM user_memory WHERE role = 'assistant' GROUP BY reply_to"
+        ).fetchall()
+    assert len(users) == 3
+    assert sorted(a for a, _ in answers) == sorted(u for (u,) in users)
+    assert {n for _, n in answers} == {1}, "a message got two replies"
