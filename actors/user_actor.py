@@ -401,7 +401,7 @@ class UserActor:
                         completion = await deps.llm.complete(request)
                 except TimeoutError as exc:  # the whole chain, retries included, took too long
                     raise LLMUnavailable("the model chain missed its deadline") from exc
-                if not completion.text.strip():
+                if request.purpose == "reply" and not completion.text.strip():
                     raise LLMUnavailable("the model answered with empty text")  # noqa: TRY301
                 endpoint = completion.endpoint
                 usage = (completion.prompt_tokens, completion.completion_tokens)

@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import json
 import logging
+import os
 import sys
 from collections.abc import Sequence
 from dataclasses import asdict
@@ -155,8 +156,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SettingsError as exc:
         print(f"butler: {exc}", file=sys.stderr)
         return 2
+    level = settings.log_level
+    if args.command == "chat" and not os.environ.get("BUTLER_LOG_LEVEL"):
+        level = "ERROR"  # the conversation owns the terminal; the LLM hint is printed anyway
     logging.basicConfig(
-        level=settings.log_level,
+        level=level,
         stream=sys.stderr,
         format="%(asctime)s %(levelname)s %(name)s %(message)s",
     )

@@ -19,7 +19,7 @@ from engine.domain import MemoryEvent
 from engine.errors import ShuttingDown, StoreUnavailable
 from engine.ports import Clock
 from tests.fakes import CollectingSink, ManualClock, MemoryStore, ScriptedLLM
-from tests.helpers import make_deps
+from tests.helpers import Recorder, make_deps
 
 pytestmark = pytest.mark.anyio
 
@@ -221,3 +221,65 @@ async def test_a_model_that_never_answers_degrades_at_the_deadline():
         assert actor is not None
         assert actor.state == "degraded"
     assert sink.replies[0].kind == "degraded"
+
+
+async def test_a_message_too_long_for_the_prompt_is_declined_with_the_numbers():
+    store, llm, sink = MemoryStore(), ScriptedLLM(), CollectingSink()
+    async with Registry(_deps(store, llm, sink)) as registry:
+        ticket = await registry.tell_text("u", "очень длинное послание " * 400)
+        await sink.wait_for(1)
+        actor = registry.get("u")
+        assert actor is not None
+        assert actor.state == "idle"
+    assert llm.calls == []
+    reply = sink.replies[0]
+    assert reply.kind == "declined"
+    assert "токенов" in reply.text
+    assert isinstance(ticket, Accepted)
+    assert ticket.event_id in store.events["u"]  # kept, not cut, and answered once
+    assert await store.unanswered("u") == []
+
+
+async def test_a_bad_summary_keeps_raw_events_and_is_retried_after_backoff():
+    from actors.observe import CompressionFinished
+    from engine.compression import CompressionPolicy
+
+    store, sink, clock = MemoryStore(), CollectingSink(), ManualClock()
+    summaries = iter(["", "Summary in English for a Russian profile.", "Сводка: всё в порядке."])
+
+    def script(request):
+        return next(summaries) if request.purpose == "summary" else "Конечно, сэр."
+
+    recorder = Recorder()
+    deps = make_deps(
+        store=store,
+        llm=ScriptedLLM(script=script),
+        sink=sink,
+        clock=clock,
+        policy=CompressionPolicy(threshold=6, keep_last=2, retry_base_s=60),
+        observer=recorder,
+    )
+
+    def outcomes():
+        return [o.reason or o.status for o in recorder.seen if isinstance(o, CompressionFinished)]
+
+    async with Registry(deps) as registry:
+        for i in range(4):  # 8 events: over the threshold of 6 after the 4th reply
+            await registry.tell_text("u", f"сообщение {i}")
+            await sink.wait_for(i + 1)
+        assert outcomes() == ["empty"]
+        assert len(store.events["u"]) == 8  # nothing deleted
+        await registry.tell_text("u", "ещё")  # within the backoff: no new attempt
+        await sink.wait_for(5)
+        assert outcomes() == ["empty"]
+        clock.advance(61)
+        await registry.tell_text("u", "и ещё")
+        await sink.wait_for(6)
+        assert outcomes() == ["empty", "wrong_language"]
+        assert len(store.events["u"]) == 12
+        clock.advance(121)  # the second failure doubled the delay
+        await registry.tell_text("u", "последнее")
+        await sink.wait_for(7)
+    assert outcomes() == ["empty", "wrong_language", "ok"]
+    assert store.profiles["u"].memory_summary == "Сводка: всё в порядке."
+    assert len(store.events["u"]) == 2
