@@ -50,7 +50,7 @@ from engine.messages import (
     UserMessage,
 )
 from engine.persona import line
-from engine.ports import Completion, CompletionRequest, OutgoingReply
+from engine.ports import Completion, CompletionRequest, OutgoingReply, ReplyKind
 from engine.prompt import Prompt
 
 log = logging.getLogger(__name__)
@@ -299,7 +299,7 @@ class UserActor:
             await self._degraded(event, envelope)
             return
         self.breaker.close()
-        await self._finish(event, completion.text, "ok", Trigger.REPLIED, envelope)
+        await self._finish(event, completion.text, "reply", Trigger.REPLIED, envelope)
         await self._maybe_compress(profile, context.memory.total_events + 1)
 
     async def _degraded(self, event: MemoryEvent, envelope: Envelope) -> None:
@@ -310,7 +310,7 @@ class UserActor:
         self,
         event: MemoryEvent,
         text: str,
-        status: str,
+        status: ReplyKind,
         trigger: Trigger | None,
         envelope: Envelope,
     ) -> None:
@@ -334,13 +334,17 @@ class UserActor:
         await self._deliver(event, text, status)
         now = deps.clock.monotonic()
         deps.observer.record(
-            TurnFinished(event.source, status, now - envelope.accepted_at, now - self.turn_started)
+            TurnFinished(
+                event.source,
+                "ok" if status == "reply" else status,  # the seeds' metric label for success
+                now - envelope.accepted_at,
+                now - self.turn_started,
+            )
         )
 
-    async def _deliver(self, event: MemoryEvent, text: str, status: str) -> None:
-        kind = "reply" if status == "ok" else status
+    async def _deliver(self, event: MemoryEvent, text: str, kind: ReplyKind) -> None:
         await self.deps.sink.deliver(
-            OutgoingReply(self.user_id, text, event.id, kind, event.source)  # type: ignore[arg-type]
+            OutgoingReply(self.user_id, text, event.id, kind, event.source)
         )
 
     # -- port calls, each a span -------------------------------------------------------------

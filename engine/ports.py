@@ -160,6 +160,11 @@ class TokenCounter(Protocol):
     def count(self, text: str) -> int: ...
 
 
+ReplyKind = Literal["reply", "degraded", "declined", "error", "voice_rejected"]
+"""reply: the model answered; degraded: the canned line (model unreachable); declined: the
+message cannot be answered as sent (too long); error: a failed turn; voice_rejected: bad audio."""
+
+
 @dataclass(frozen=True, slots=True)
 class OutgoingReply:
     """A reply for a user: the text, the user event it answers, and why it was produced."""
@@ -167,7 +172,7 @@ class OutgoingReply:
     user_id: str
     text: str
     reply_to: str
-    kind: Literal["reply", "degraded", "busy", "too_long", "error", "voice_rejected"]
+    kind: ReplyKind
     source: Source = "text"
 
 

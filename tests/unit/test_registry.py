@@ -13,11 +13,13 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from actors.deps import ActorDeps, ActorSettings
+from actors.observe import CompressionFinished
 from actors.registry import Accepted, Registry, Rejected
 from adapters.clock import SystemClock
+from engine.compression import CompressionPolicy
 from engine.domain import MemoryEvent
 from engine.errors import ShuttingDown, StoreUnavailable
-from engine.ports import Clock
+from engine.ports import Clock, CompletionRequest
 from tests.fakes import CollectingSink, ManualClock, MemoryStore, ScriptedLLM
 from tests.helpers import Recorder, make_deps
 
@@ -241,13 +243,10 @@ async def test_a_message_too_long_for_the_prompt_is_declined_with_the_numbers():
 
 
 async def test_a_bad_summary_keeps_raw_events_and_is_retried_after_backoff():
-    from actors.observe import CompressionFinished
-    from engine.compression import CompressionPolicy
-
     store, sink, clock = MemoryStore(), CollectingSink(), ManualClock()
     summaries = iter(["", "Summary in English for a Russian profile.", "Сводка: всё в порядке."])
 
-    def script(request):
+    def script(request: CompletionRequest) -> str:
         return next(summaries) if request.purpose == "summary" else "Конечно, сэр."
 
     recorder = Recorder()
@@ -260,7 +259,7 @@ async def test_a_bad_summary_keeps_raw_events_and_is_retried_after_backoff():
         observer=recorder,
     )
 
-    def outcomes():
+    def outcomes() -> list[str]:
         return [o.reason or o.status for o in recorder.seen if isinstance(o, CompressionFinished)]
 
     async with Registry(deps) as registry:
