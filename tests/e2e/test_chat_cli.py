@@ -97,6 +97,45 @@ def chat(env: dict[str, str], *lines: str, user: str = "alice") -> tuple[list[st
     return done.stdout.splitlines(), done.stderr
 
 
+class ChatProcess:
+    """A `butler chat` process fed line by line, for tests that act between messages."""
+
+    def __init__(self, env: dict[str, str], user: str = "alice") -> None:
+        self.proc = subprocess.Popen(
+            [*BUTLER, "chat", "--user", user],
+            cwd=ROOT,
+            env=env,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            text=True,
+        )
+        assert self.proc.stdin is not None
+        assert self.proc.stdout is not None
+        self.stdin, self.stdout = self.proc.stdin, self.proc.stdout
+
+    def send(self, text: str) -> None:
+        self.stdin.write(text + "\n")
+        self.stdin.flush()
+
+    def ask(self, text: str) -> str:
+        self.send(text)
+        return self.stdout.readline().strip()
+
+    def finish(self) -> int:
+        """Close stdin (end of conversation) and wait for a clean exit."""
+        self.stdin.close()
+        code = self.proc.wait(timeout=30)
+        self.stdout.close()
+        return code
+
+    def kill(self) -> None:
+        self.proc.kill()
+        self.proc.wait(timeout=10)
+        self.stdin.close()
+        self.stdout.close()
+
+
 def admin_show(env: dict[str, str], user: str = "alice") -> dict[str, Any]:
     done = subprocess.run(
         [*BUTLER, "admin", "show", user, "--json"],
@@ -156,42 +195,18 @@ def test_degraded_answer_and_recovery(tmp_path: Path, llm_server: LLMServer) -> 
     assert "BUTLER_LLM_URL" in stderr, "no hint on how to point butler at an LLM server"
 
     # One process: down, then back; the butler recovers by itself (half-open probe).
-    proc = subprocess.Popen(
-        [*BUTLER, "chat", "--user", "alice"],
-        cwd=ROOT,
-        env=env,
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    process = ChatProcess(env)
     try:
-        assert proc.stdin is not None
-        assert proc.stdout is not None
-
-        def ask(text: str) -> str:
-            assert proc.stdin is not None
-            assert proc.stdout is not None
-            proc.stdin.write(text + "\n")
-            proc.stdin.flush()
-            return proc.stdout.readline().strip()
-
-        assert ask("Алло?") in variants("degraded", "ru")
+        assert process.ask("Алло?") in variants("degraded", "ru")
         llm_server.control({"mode": "ok"})
         deadline = time.monotonic() + 30
-        answer = ask("А теперь?")
+        answer = process.ask("А теперь?")
         while not answer.startswith(PERSONA_MARK):
             assert time.monotonic() < deadline, "the butler never left degraded mode"
-            answer = ask("А теперь?")
+            answer = process.ask("А теперь?")
         assert "You said: А теперь?" in answer
     finally:
-        if proc.stdin is not None:
-            proc.stdin.close()
-        proc.wait(timeout=30)
-        for stream in (proc.stdout, proc.stderr):
-            if stream is not None:
-                stream.close()
-    assert proc.returncode == 0
+        assert process.finish() == 0
 
 
 def test_kill_mid_turn_loses_nothing_and_answers_once(
@@ -202,29 +217,15 @@ def test_kill_mid_turn_loses_nothing_and_answers_once(
     assert len(replies) == 1
     hits_before = llm_server.control()["hits"]
     llm_server.control({"mode": "slow", "slow_delay": 60})
-    proc = subprocess.Popen(
-        [*BUTLER, "chat", "--user", "alice"],
-        cwd=ROOT,
-        env=env,
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        text=True,
-    )
-    try:
-        assert proc.stdin is not None
-        proc.stdin.write("Поручение, прерванное на полуслове\n")
-        proc.stdin.flush()
-        deadline = time.monotonic() + 30
-        while llm_server.control()["hits"] <= hits_before:  # the turn is in flight
-            assert time.monotonic() < deadline, "the message never reached the model"
-            time.sleep(0.02)
-        proc.kill()  # SIGKILL: no drain, no goodbye
-        proc.wait(timeout=10)
-    finally:
-        for stream in (proc.stdin, proc.stdout):
-            if stream is not None:
-                stream.close()
+    process = ChatProcess(env)
+    process.send("Поручение, прерванное на полуслове")
+    deadline = time.monotonic() + 30
+    while llm_server.control()["hits"] <= hits_before:  # the turn is in flight
+        if time.monotonic() > deadline:
+            process.kill()
+            pytest.fail("the message never reached the model")
+        time.sleep(0.02)
+    process.kill()  # SIGKILL: no drain, no goodbye
     llm_server.control({"mode": "ok"})
 
     replies, _ = chat(env, "Вы меня слышите?")
