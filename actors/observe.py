@@ -98,10 +98,3 @@ class Observer(Protocol):
     """Receives observations; must not block or raise."""
 
     def record(self, observation: Observation) -> None: ...
-
-
-class NullObserver:
-    """Discards observations (benchmarks of the bare engine)."""
-
-    def record(self, observation: Observation) -> None:
-        return None

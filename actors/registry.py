@@ -21,7 +21,7 @@ from actors.observe import ActorCrashed, MailboxRejected
 from actors.user_actor import Envelope, UserActor, recovered
 from engine.domain import Language, MemoryEvent, Source, UserProfile
 from engine.errors import ShuttingDown
-from engine.lifecycle import Phase
+from engine.lifecycle import RESTING_PHASES, Phase
 from engine.messages import Command, HandleText, HandleVoice, UserMessage
 from engine.persona import line
 
@@ -267,7 +267,7 @@ class Registry:
                 user_id=a.user_id,
                 state=a.state,
                 mailbox_depth=len(a.mailbox),
-                turn_age_s=None if a.phase in _RESTING else now - a.turn_started,
+                turn_age_s=None if a.phase in RESTING_PHASES else now - a.turn_started,
                 idle_s=now - a.last_active,
                 last_transition=a.last_transition,
                 transitions=a.transitions,
@@ -283,6 +283,3 @@ class Registry:
 
     def mailbox_depths(self) -> list[int]:
         return [len(a.mailbox) for a in self._actors.values()]
-
-
-_RESTING = frozenset({Phase.IDLE, Phase.DEGRADED})

@@ -31,7 +31,6 @@ from actors.observe import (
     TurnFinished,
 )
 from actors.registry import Registry
-from engine.lifecycle import Phase
 
 _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
 _FAST_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1)
@@ -243,6 +242,3 @@ class ActorCollector(Collector):
 
     def describe(self) -> Iterator[GaugeMetricFamily]:
         return iter(())
-
-
-PHASES = tuple(p.value for p in Phase)

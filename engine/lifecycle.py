@@ -95,9 +95,6 @@ TABLE: tuple[Transition, ...] = (
 
 INITIAL = Phase.IDLE
 
-TURN_PHASES = frozenset({Phase.TRANSCRIBING, Phase.GENERATING})
-"""Phases in which a user's message is being worked on."""
-
 RESTING_PHASES = frozenset({Phase.IDLE, Phase.DEGRADED})
 """Phases in which an actor waits for its next message."""
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 from engine.domain import MemoryEvent, MemorySlice, TurnContext, UserProfile
@@ -180,7 +180,3 @@ class ManualClock:
     def advance(self, seconds: float) -> None:
         self.mono += seconds
         self.current += timedelta(seconds=seconds)
-
-
-def with_content(event: MemoryEvent, content: str) -> MemoryEvent:
-    return replace(event, content=content)

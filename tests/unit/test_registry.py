@@ -19,6 +19,8 @@ from adapters.clock import SystemClock
 from engine.compression import CompressionPolicy
 from engine.domain import MemoryEvent
 from engine.errors import ShuttingDown, StoreUnavailable
+from engine.lifecycle import Phase
+from engine.messages import CompressMemory, ResetActor
 from engine.ports import Clock, CompletionRequest
 from tests.fakes import CollectingSink, ManualClock, MemoryStore, ScriptedLLM
 from tests.helpers import Recorder, make_deps
@@ -282,3 +284,46 @@ async def test_a_bad_summary_keeps_raw_events_and_is_retried_after_backoff():
     assert outcomes() == ["empty", "wrong_language", "ok"]
     assert store.profiles["u"].memory_summary == "Сводка: всё в порядке."
     assert len(store.events["u"]) == 2
+
+
+async def test_views_show_live_state_and_reset_leaves_degraded():
+    llm, sink = ScriptedLLM(down=True), CollectingSink()
+    async with Registry(_deps(llm=llm, sink=sink)) as registry:
+        await registry.tell_text("u", "hello")
+        await sink.wait_for(1)
+        (view,) = registry.views()
+        assert (view.user_id, view.state, view.mailbox_depth) == ("u", "degraded", 0)
+        assert view.turn_age_s is None
+        assert view.last_transition is not None
+        assert view.last_transition[1:] == ("generating", "degraded", "llm_unavailable")
+        assert registry.count_by_phase()[Phase.DEGRADED] == 1
+
+        llm.down = False
+        assert isinstance(await registry.tell("u", ResetActor()), Accepted)
+        await _until(lambda: registry.views()[0].state == "idle")
+        await registry.tell_text("u", "again")  # breaker closed: asks the model at once
+        await sink.wait_for(2)
+    assert sink.replies[1].kind == "reply"
+
+
+async def test_compress_command_runs_through_the_mailbox():
+    store, sink, clock = MemoryStore(), CollectingSink(), ManualClock()
+    recorder = Recorder()
+    deps = make_deps(
+        store=store,
+        llm=ScriptedLLM(),
+        sink=sink,
+        clock=clock,
+        policy=CompressionPolicy(threshold=100, keep_last=2),
+        observer=recorder,
+    )
+    async with Registry(deps) as registry:
+        for i in range(3):
+            await registry.tell_text("u", f"сообщение {i}")
+            await sink.wait_for(i + 1)
+        assert len(store.events["u"]) == 6  # below the threshold: nothing compressed
+        object.__setattr__(deps, "policy", CompressionPolicy(threshold=4, keep_last=2))
+        await registry.tell("u", CompressMemory())
+        await _until(lambda: len(store.events["u"]) == 2)
+    assert store.profiles["u"].memory_summary.startswith("Сводка")
+    assert [o.status for o in recorder.seen if isinstance(o, CompressionFinished)] == ["ok"]
