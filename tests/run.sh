@@ -3,6 +3,7 @@
 # Extra arguments go to pytest, e.g. `bash tests/run.sh -m "not slow"`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+bash tests/setup-system.sh
 python3 -m venv .venv
 .venv/bin/python -m pip install --quiet --upgrade pip
 .venv/bin/python -m pip install --quiet -e '.[test]'
