@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from dataclasses import dataclass
+from contextlib import suppress
+from dataclasses import dataclass, replace
 from types import TracebackType
 from typing import Self
 
@@ -65,6 +66,7 @@ class Registry:
         self._deps = deps
         self._actors: dict[str, UserActor] = {}
         self._activating: dict[str, asyncio.Future[UserActor]] = {}
+        self._erasing: dict[str, asyncio.Event] = {}
         self._group: TaskGroup | None = None
         self._closing = False
         self._idle = anyio.Event()
@@ -120,6 +122,57 @@ class Registry:
             return Rejected(line("busy", actor.language))
         return Accepted("")
 
+    async def tell_edit(self, user_id: str, event_id: str, text: str) -> Ticket | None:
+        """Give a message that still waits in the mailbox new text (the user edited it).
+
+        Returns None when the message is no longer waiting (answered or in hand): the caller
+        then sends the edit as a new message, a correction.
+
+        Raises:
+            StoreUnavailable: the new text could not be stored (the old text is kept).
+        """
+        actor = self._actors.get(user_id)
+        if actor is None:
+            return None
+        old = next((e for e in actor.mailbox if _waiting_text(e, event_id)), None)
+        if old is None:
+            return None
+        assert isinstance(old.command, HandleText)
+        deps = self._deps
+        event = replace(old.command.event, content=text, tokens=deps.counter.count(text))
+        with deps.tracer.start_as_current_span("store.append"):
+            await deps.store.append([event])
+        envelope = Envelope(HandleText(event), otel_context.get_current(), old.accepted_at)
+        if not actor.mailbox.replace(lambda e: e is old, envelope):
+            # Taken while the new text was written: stored, so the turn's answer stands and
+            # the next prompt shows the edited text in the history.
+            return None
+        return Accepted(event.id)
+
+    async def erase(self, user_id: str) -> None:
+        """Forget a user: stop the actor, dropping what waits for it, and delete every record.
+
+        Messages that arrive meanwhile wait for the erase to finish, then start afresh.
+        """
+        while (gate := self._erasing.get(user_id)) is not None:
+            await gate.wait()
+        gate = asyncio.Event()
+        self._erasing[user_id] = gate
+        try:
+            pending = self._activating.get(user_id)
+            if pending is not None:
+                with suppress(Exception):
+                    await asyncio.shield(pending)
+            actor = self._actors.get(user_id)
+            if actor is not None:
+                actor.stop()
+                await actor.done.wait()
+            with self._deps.tracer.start_as_current_span("store.erase_user"):
+                await self._deps.store.erase_user(user_id)
+        finally:
+            del self._erasing[user_id]
+            gate.set()
+
     def _event(self, actor: UserActor, text: str, source: Source) -> MemoryEvent:
         deps = self._deps
         event_id, stamp = deps.ids.next(deps.clock.now())
@@ -166,6 +219,9 @@ class Registry:
         while True:
             if self._closing:
                 raise ShuttingDown("the butler is shutting down")
+            if (gate := self._erasing.get(user_id)) is not None:
+                await gate.wait()
+                continue
             actor = self._actors.get(user_id)
             if actor is None:
                 pending = self._activating.get(user_id)
@@ -218,6 +274,7 @@ class Registry:
             self._deps.observer.record(ActorCrashed())
         finally:
             self._forget(actor)
+            actor.done.set()
         if crashed and len(actor.mailbox) and not self._closing:
             # Its messages are stored; a fresh actor recovers them from the store.
             await self._activate(actor.user_id, actor.language)
@@ -283,3 +340,14 @@ class Registry:
 
     def mailbox_depths(self) -> list[int]:
         return [len(a.mailbox) for a in self._actors.values()]
+
+
+def _waiting_text(envelope: Envelope, event_id: str) -> bool:
+    """An envelope for text message `event_id` whose store write has committed."""
+    command = envelope.command
+    persisted = envelope.persisted
+    return (
+        isinstance(command, HandleText)
+        and command.event.id == event_id
+        and (persisted is None or (persisted.done() and persisted.result()))
+    )

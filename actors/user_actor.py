@@ -88,6 +88,7 @@ class UserActor:
         "_store_retry_s",
         "breaker",
         "deps",
+        "done",
         "language",
         "last_active",
         "last_transition",
@@ -115,6 +116,7 @@ class UserActor:
         self.profile_known = False
         self.stopping = False
         self.retired = False
+        self.done = asyncio.Event()  # set when the loop has exited, however it exited
         now = deps.clock.monotonic()
         self.last_active = now
         self.turn_started = 0.0
@@ -344,7 +346,14 @@ class UserActor:
 
     async def _deliver(self, event: MemoryEvent, text: str, kind: ReplyKind) -> None:
         await self.deps.sink.deliver(
-            OutgoingReply(self.user_id, text, event.id, kind, event.source)
+            OutgoingReply(
+                self.user_id,
+                text,
+                event.id,
+                kind,
+                event.source,
+                heard=event.content if event.source == "voice" else "",
+            )
         )
 
     # -- port calls, each a span -------------------------------------------------------------

@@ -134,6 +134,14 @@ async def admin_list(settings: Settings, *, out: TextIO) -> int:
         await store.close()
 
 
+async def run(settings: Settings) -> int:
+    """`butler run`: the Telegram bot until SIGTERM or SIGINT, then a drain."""
+    from adapters.telegram.service import serve_telegram
+
+    await serve_telegram(settings)
+    return 0
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="butler", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -145,6 +153,9 @@ def _parser() -> argparse.ArgumentParser:
     show.add_argument("user")
     show.add_argument("--json", action="store_true", help="machine-readable output")
     admin_cmds.add_parser("list", help="all profiles")
+    commands.add_parser(
+        "run", help="serve the Telegram bot (long polling, or a webhook with BUTLER_WEBHOOK_URL)"
+    )
     return parser
 
 
@@ -159,16 +170,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     level = settings.log_level
     if args.command == "chat" and not os.environ.get("BUTLER_LOG_LEVEL"):
         level = "ERROR"  # the conversation owns the terminal; the LLM hint is printed anyway
+    if args.command == "run" and not os.environ.get("BUTLER_LOG_LEVEL"):
+        level = "INFO"  # a service: say what it serves and when it stops
     logging.basicConfig(
         level=level,
         stream=sys.stderr,
         format="%(asctime)s %(levelname)s %(name)s %(message)s",
     )
+    logging.getLogger("aiogram").setLevel(max(logging.WARNING, logging.getLevelName(level)))
     tune_gc()
     provider = configure_tracing()
     try:
         if args.command == "chat":
             return asyncio.run(chat(settings, args.user, sys.stdin, sys.stdout))
+        if args.command == "run":
+            return asyncio.run(run(settings))
         if args.admin_command == "show":
             return asyncio.run(admin_show(settings, args.user, as_json=args.json, out=sys.stdout))
         return asyncio.run(admin_list(settings, out=sys.stdout))

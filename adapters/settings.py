@@ -25,6 +25,23 @@ def _default_data_dir(env: Mapping[str, str]) -> Path:
 
 
 @dataclass(frozen=True, slots=True)
+class TelegramSettings:
+    """The Telegram front door (`butler run`)."""
+
+    token: str = field(default="", repr=False)
+    api_url: str = ""
+    webhook_url: str = ""
+    webhook_listen: str = "127.0.0.1:8443"
+    webhook_secret: str = field(default="", repr=False)
+    allowed_users: frozenset[int] = frozenset()
+    rate_per_minute: int = 20
+    rate_burst: int = 10
+    quote_transcript: bool = True
+    polling_timeout_s: int = 25
+    voice_max_seconds: int = 300
+
+
+@dataclass(frozen=True, slots=True)
 class Settings:
     """Everything configurable, with the defaults of the embedded (no server) setup."""
 
@@ -44,6 +61,7 @@ class Settings:
     policy: CompressionPolicy = CompressionPolicy()
     actors: ActorSettings = ActorSettings()
     log_level: str = "WARNING"
+    telegram: TelegramSettings = TelegramSettings()
 
     @property
     def sqlite_path(self) -> Path | None:
@@ -101,7 +119,39 @@ class Settings:
                 llm_deadline_s=get.float("BUTLER_LLM_DEADLINE_S", 120.0),
             ),
             log_level=get.str("BUTLER_LOG_LEVEL", "WARNING").upper(),
+            telegram=_telegram(get),
         )
+
+
+def _telegram(get: _Reader) -> TelegramSettings:
+    api_url = get.str("BUTLER_TELEGRAM_API_URL", "").rstrip("/")
+    webhook = get.str("BUTLER_WEBHOOK_URL", "")
+    for name, url in (("BUTLER_TELEGRAM_API_URL", api_url), ("BUTLER_WEBHOOK_URL", webhook)):
+        if url and not url.startswith(("http://", "https://")):
+            raise SettingsError(f"{name}: expected an http(s) URL")
+    if webhook and not webhook.startswith("https://") and not api_url:
+        raise SettingsError("BUTLER_WEBHOOK_URL: Telegram only calls https:// webhooks")
+    raw_users = get.str("BUTLER_ALLOWED_USERS", "")
+    try:
+        allowed = frozenset(int(u) for u in raw_users.replace(" ", "").split(",") if u)
+    except ValueError as exc:
+        raise SettingsError("BUTLER_ALLOWED_USERS: comma-separated Telegram user ids") from exc
+    quote = get.str("BUTLER_VOICE_QUOTE_TRANSCRIPT", "1").lower()
+    if quote not in {"1", "0", "true", "false", "yes", "no", "on", "off"}:
+        raise SettingsError("BUTLER_VOICE_QUOTE_TRANSCRIPT: expected 1 or 0")
+    return TelegramSettings(
+        token=get.str("BUTLER_TELEGRAM_TOKEN", ""),
+        api_url=api_url,
+        webhook_url=webhook,
+        webhook_listen=get.str("BUTLER_WEBHOOK_LISTEN", "127.0.0.1:8443"),
+        webhook_secret=get.str("BUTLER_WEBHOOK_SECRET", ""),
+        allowed_users=allowed,
+        rate_per_minute=get.int("BUTLER_RATE_LIMIT_PER_MINUTE", 20, minimum=0),
+        rate_burst=get.int("BUTLER_RATE_LIMIT_BURST", 10),
+        quote_transcript=quote in {"1", "true", "yes", "on"},
+        polling_timeout_s=get.int("BUTLER_TELEGRAM_POLL_TIMEOUT_S", 25, minimum=0),
+        voice_max_seconds=get.int("BUTLER_VOICE_MAX_SECONDS", 300),
+    )
 
 
 @dataclass(frozen=True, slots=True)

@@ -167,13 +167,18 @@ message cannot be answered as sent (too long); error: a failed turn; voice_rejec
 
 @dataclass(frozen=True, slots=True)
 class OutgoingReply:
-    """A reply for a user: the text, the user event it answers, and why it was produced."""
+    """A reply for a user: the text, the user event it answers, and why it was produced.
+
+    `heard` is what a voice note was transcribed to (empty otherwise), for front doors that
+    show the user what the butler understood.
+    """
 
     user_id: str
     text: str
     reply_to: str
     kind: ReplyKind
     source: Source = "text"
+    heard: str = ""
 
 
 class ReplySink(Protocol):

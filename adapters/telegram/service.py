@@ -1,0 +1,349 @@
+"""`butler run`: the Telegram bot in front of the engine, by long polling or by webhook.
+
+Delivery guarantee: an update is confirmed to Telegram only after its handler returned,
+that is after the user's message was stored and queued (or the user was told why not).
+Polling confirms through the `offset` of the next getUpdates, so the loop here is our own
+rather than aiogram's (which moves the offset past an update whose handler failed). A
+webhook confirms by answering 200; a transient failure answers 503 and Telegram retries.
+
+Order: one user's updates are handled one after another, in update_id order; different
+users' updates of one batch are handled concurrently.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import logging
+import secrets
+import signal
+from collections.abc import Awaitable, Callable, Sequence
+from contextlib import suppress
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urlsplit
+
+import anyio
+from aiogram import Bot, Dispatcher
+from aiogram.client.session.aiohttp import AiohttpSession
+from aiogram.client.session.middlewares.base import BaseRequestMiddleware
+from aiogram.client.telegram import PRODUCTION, TelegramAPIServer
+from aiogram.exceptions import (
+    TelegramConflictError,
+    TelegramNetworkError,
+    TelegramRetryAfter,
+    TelegramServerError,
+    TelegramUnauthorizedError,
+)
+from aiogram.methods import DeleteWebhook, GetUpdates, SetWebhook
+from aiogram.types import Update
+from aiogram.utils.token import TokenValidationError
+from aiohttp import web
+from prometheus_client import CollectorRegistry
+from pydantic import ValidationError
+
+from adapters.app import App, open_app
+from adapters.clock import SystemClock
+from adapters.settings import Settings
+from adapters.telegram.handlers import FrontDoor, build_router
+from adapters.telegram.intake import RateLimiter, SeenUpdates
+from adapters.telegram.metrics import TelegramMetrics
+from adapters.telegram.outbound import Outbox, TelegramSink, Typing
+from engine.errors import ButlerError, TransientError
+
+log = logging.getLogger(__name__)
+
+ALLOWED_UPDATES = ["message", "edited_message", "callback_query"]
+
+_TRANSIENT = (TransientError, TelegramNetworkError, TelegramServerError, TelegramRetryAfter)
+
+
+class TelegramUnavailable(ButlerError):
+    """The bot cannot start: no token, a refused token, or another instance polling."""
+
+
+def update_kind(update: Update) -> str:
+    return update.event_type
+
+
+def update_sender(update: Update) -> int | None:
+    event = update.message or update.edited_message or update.callback_query
+    user = getattr(event, "from_user", None)
+    return user.id if user is not None else None
+
+
+@dataclass(slots=True)
+class Intake:
+    """Feeds updates to the dispatcher: deduplicated, ordered per user, confirmed when safe."""
+
+    bot: Bot
+    dispatcher: Dispatcher
+    metrics: TelegramMetrics
+    seen: SeenUpdates = field(default_factory=SeenUpdates)
+    _locks: dict[int, asyncio.Lock] = field(default_factory=dict)
+
+    async def handle(self, update: Update) -> bool:
+        """Handle one update; False when it must come again (a transient failure)."""
+        kind = update_kind(update)
+        if self.seen.seen(update.update_id):
+            self.metrics.update(kind, "duplicate")
+            return True
+        try:
+            await self.dispatcher.feed_update(self.bot, update)
+        except _TRANSIENT as exc:
+            log.warning("update deferred: %s", type(exc).__name__)
+            self.metrics.update(kind, "deferred")
+            return False
+        except Exception:
+            # A bug or an update we cannot read: retrying would wedge every later update.
+            log.exception("update dropped after an error")
+            self.metrics.update(kind, "failed")
+        else:
+            self.metrics.update(kind, "handled")
+        self.seen.remember(update.update_id)
+        return True
+
+    async def handle_batch(self, updates: Sequence[Update]) -> tuple[int | None, bool]:
+        """Handle a getUpdates batch; returns the offset that confirms what is safe to confirm
+        (None: nothing) and whether something must come again."""
+        chains: dict[int, list[Update]] = {}
+        for update in updates:
+            key = update_sender(update)
+            chains.setdefault(key if key is not None else -update.update_id, []).append(update)
+        done: dict[int, bool] = {}
+
+        async def run(chain: list[Update]) -> None:
+            for update in chain:
+                ok = await self.handle(update)
+                done[update.update_id] = ok
+                if not ok:
+                    return  # later updates of this user must wait for this one
+
+        async with anyio.create_task_group() as group:
+            for chain in chains.values():
+                group.start_soon(run, chain)
+        offset = None
+        for update in updates:
+            if not done.get(update.update_id, False):
+                return offset, True
+            offset = update.update_id + 1
+        return offset, False
+
+    async def handle_in_order(self, update: Update) -> bool:
+        """Webhook path: one user's concurrent deliveries are handled one at a time."""
+        key = update_sender(update)
+        if key is None:
+            return await self.handle(update)
+        lock = self._locks.setdefault(key, asyncio.Lock())
+        try:
+            async with lock:
+                return await self.handle(update)
+        finally:
+            if not lock.locked() and self._locks.get(key) is lock:
+                del self._locks[key]
+
+
+async def poll(
+    intake: Intake,
+    stop: asyncio.Event,
+    *,
+    timeout_s: int,
+    backoff: Callable[[int], float] = lambda n: min(30.0, 0.5 * 2**n),
+) -> None:
+    """Long-poll until `stop`; confirm the last handled batch before returning."""
+    bot = intake.bot
+    offset: int | None = None
+    failures = 0
+    try:
+        while not stop.is_set():
+            request = GetUpdates(offset=offset, timeout=timeout_s, allowed_updates=ALLOWED_UPDATES)
+            fetched = await _unless_stopped(bot(request, request_timeout=timeout_s + 15), stop)
+            if fetched is None:
+                return
+            kind, value = fetched
+            if kind == "error":
+                assert isinstance(value, BaseException)
+                if isinstance(value, TelegramUnauthorizedError):
+                    raise TelegramUnavailable("Telegram refused BUTLER_TELEGRAM_TOKEN") from value
+                if isinstance(value, TelegramConflictError):
+                    raise TelegramUnavailable(
+                        "another process polls this bot (or a webhook is set): stop it first"
+                    ) from value
+                log.warning("getUpdates failed: %s", type(value).__name__)
+                failures += 1
+                await _wait(stop, backoff(failures))
+                continue
+            updates: list[Update] = value  # type: ignore[assignment]
+            if not updates:
+                failures = 0
+                continue
+            confirmed, retry = await intake.handle_batch(updates)
+            if confirmed is not None:
+                offset = confirmed
+            if retry:
+                failures += 1
+                await _wait(stop, backoff(failures))
+            else:
+                failures = 0
+    finally:
+        if offset is not None:
+            # Confirm the last batch now: otherwise it would come again after a restart.
+            with suppress(Exception):
+                await bot(GetUpdates(offset=offset, timeout=0, limit=1))
+
+
+async def _unless_stopped(call: Awaitable[Any], stop: asyncio.Event) -> tuple[str, object] | None:
+    """Run `call` unless `stop` is set first (then cancel it and return None)."""
+    task = asyncio.ensure_future(call)
+    stopper = asyncio.ensure_future(stop.wait())
+    try:
+        await asyncio.wait({task, stopper}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        stopper.cancel()
+    if not task.done():
+        task.cancel()
+        with suppress(asyncio.CancelledError, Exception):
+            await task
+        return None
+    exc = task.exception()
+    return ("error", exc) if exc is not None else ("ok", task.result())
+
+
+async def _wait(stop: asyncio.Event, seconds: float) -> None:
+    with anyio.move_on_after(seconds):
+        await stop.wait()
+
+
+def webhook_app(intake: Intake, path: str, secret: str) -> web.Application:
+    """The aiohttp application Telegram posts updates to."""
+
+    async def receive(request: web.Request) -> web.Response:
+        given = request.headers.get("X-Telegram-Bot-Api-Secret-Token", "")
+        if not hmac.compare_digest(given.encode(), secret.encode()):
+            return web.json_response({"error": "wrong secret token"}, status=401)
+        try:
+            data = await request.json()
+            update = Update.model_validate(data, context={"bot": intake.bot})
+        except (ValueError, ValidationError):
+            intake.metrics.update("unknown", "malformed")
+            log.warning("malformed update refused")
+            return web.json_response({"error": "malformed update"}, status=400)
+        if await intake.handle_in_order(update):
+            return web.json_response({"ok": True})
+        return web.json_response({"error": "try again later"}, status=503)
+
+    app = web.Application(client_max_size=1 << 20)
+    app.router.add_post(path, receive)
+    return app
+
+
+async def serve_webhook(intake: Intake, settings: Settings, stop: asyncio.Event) -> None:
+    tg = settings.telegram
+    secret = tg.webhook_secret or secrets.token_urlsafe(32)
+    path = urlsplit(tg.webhook_url).path or "/"
+    host, _, port = tg.webhook_listen.rpartition(":")
+    runner = web.AppRunner(webhook_app(intake, path, secret), access_log=None)
+    await runner.setup()
+    try:
+        site = web.TCPSite(runner, host or "127.0.0.1", int(port))
+        await site.start()
+        await intake.bot(
+            SetWebhook(
+                url=tg.webhook_url,
+                secret_token=secret,
+                allowed_updates=ALLOWED_UPDATES,
+                drop_pending_updates=False,
+            )
+        )
+        log.info("webhook mode: listening on %s", tg.webhook_listen)
+        await stop.wait()
+    finally:
+        await runner.cleanup()  # stops intake; in-flight requests finish first
+
+
+def make_session(
+    settings: Settings,
+    *,
+    api: TelegramAPIServer | None = None,
+    middlewares: Sequence[BaseRequestMiddleware] = (),
+) -> AiohttpSession:
+    url = settings.telegram.api_url
+    server = api or (TelegramAPIServer.from_base(url) if url else PRODUCTION)
+    session = AiohttpSession(api=server)
+    for middleware in middlewares:
+        session.middleware(middleware)
+    return session
+
+
+async def serve_telegram(
+    settings: Settings,
+    *,
+    stop: asyncio.Event | None = None,
+    session: AiohttpSession | None = None,
+    on_ready: Callable[[App], None] | None = None,
+    **app_overrides: Any,
+) -> None:
+    """Run the bot until `stop` (SIGTERM/SIGINT when not given), then drain and exit.
+
+    `app_overrides` go to `open_app` (tests pass fakes behind ports).
+    """
+    tg = settings.telegram
+    if not tg.token:
+        raise TelegramUnavailable(
+            "BUTLER_TELEGRAM_TOKEN is not set: ask @BotFather for a bot token and export it"
+        )
+    stop = stop if stop is not None else _stop_on_signals()
+    try:
+        bot = Bot(tg.token, session=session or make_session(settings))
+    except TokenValidationError as exc:
+        raise TelegramUnavailable(f"BUTLER_TELEGRAM_TOKEN is malformed: {exc}") from None
+    metrics_registry = app_overrides.pop("metrics", None) or CollectorRegistry()
+    metrics = TelegramMetrics(metrics_registry)
+    outbox = Outbox(bot, metrics)
+    typing = Typing(outbox, metrics)
+    sink = TelegramSink(outbox, typing, metrics, quote_transcript=tg.quote_transcript)
+    try:
+        try:
+            me = await bot.get_me()
+        except TelegramUnauthorizedError as exc:
+            raise TelegramUnavailable("Telegram refused BUTLER_TELEGRAM_TOKEN") from exc
+        except TelegramNetworkError as exc:
+            raise TelegramUnavailable(f"cannot reach the Bot API server: {exc.message}") from exc
+        log.info("serving Telegram bot @%s", me.username)
+        async with open_app(
+            settings=settings, sink=sink, metrics=metrics_registry, **app_overrides
+        ) as app:
+            door = FrontDoor(
+                registry=app.registry,
+                store=app.store,
+                clock=app_overrides.get("clock") or SystemClock(),
+                outbox=outbox,
+                typing=typing,
+                metrics=metrics,
+                limiter=RateLimiter(tg.rate_per_minute, tg.rate_burst),
+                allowed_users=tg.allowed_users,
+                voice_max_seconds=tg.voice_max_seconds,
+            )
+            dispatcher = Dispatcher()
+            dispatcher.include_router(build_router(door))
+            intake = Intake(bot, dispatcher, metrics)
+            if on_ready is not None:
+                on_ready(app)
+            if tg.webhook_url:
+                await serve_webhook(intake, settings, stop)
+            else:
+                await bot(DeleteWebhook(drop_pending_updates=False))
+                await poll(intake, stop, timeout_s=tg.polling_timeout_s)
+            log.info("intake stopped; draining actors")
+        # Leaving open_app drained the actors: their replies went out through `bot`.
+    finally:
+        await typing.close()
+        await bot.session.close()
+
+
+def _stop_on_signals() -> asyncio.Event:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    return stop

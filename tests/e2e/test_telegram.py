@@ -1,0 +1,224 @@
+"""`butler run` end to end over real HTTP: the Bot API emulator, an OpenAI-style server, a
+real SQLite file, the real aiogram session (with `EmulatorGaps` for what the emulator lacks).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from adapters.app import App
+from adapters.settings import Settings
+from adapters.storage.sqlite import SqliteStore
+from adapters.telegram.service import make_session, serve_telegram
+from adapters.telegram.split import utf16_len
+from adapters.telegram.texts import text as tg_text
+from engine.persona import variants
+from tests.support.openai_server import OpenAIServer
+from tests.support.telegram_emulator import TOKEN, Emulator
+
+pytestmark = [pytest.mark.anyio, pytest.mark.slow]
+
+PERSONA_MARK = "[system: Ты — Alfred-style дворецкий"
+
+
+@pytest.fixture
+async def emulator() -> AsyncIterator[Emulator]:
+    emu = await Emulator.start()
+    try:
+        yield emu
+    finally:
+        await emu.stop()
+
+
+@pytest.fixture
+async def llm() -> AsyncIterator[OpenAIServer]:
+    async with OpenAIServer() as server:
+        yield server
+
+
+@dataclass
+class Running:
+    app: App
+    settings: Settings
+
+
+@asynccontextmanager
+async def butler(
+    emulator: Emulator, llm: OpenAIServer, tmp_path: Path, **env: str
+) -> AsyncIterator[Running]:
+    settings = Settings.from_env(
+        {
+            "BUTLER_DATA_DIR": str(tmp_path / "data"),
+            "BUTLER_LLM_URL": llm.base_url,
+            "BUTLER_LLM_RETRIES": "0",
+            "BUTLER_TELEGRAM_TOKEN": TOKEN,
+            "BUTLER_TELEGRAM_API_URL": emulator.url,
+            "BUTLER_TELEGRAM_POLL_TIMEOUT_S": "1",
+            **env,
+        }
+    )
+    session = make_session(settings, api=emulator.api, middlewares=[emulator.gaps])
+    stop = asyncio.Event()
+    ready: asyncio.Future[App] = asyncio.get_running_loop().create_future()
+    task = asyncio.create_task(
+        serve_telegram(settings, stop=stop, session=session, on_ready=ready.set_result)
+    )
+    try:
+        app = await asyncio.wait_for(asyncio.shield(ready), 30)
+        yield Running(app, settings)
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 60)
+
+
+async def stored(settings: Settings, user_id: str) -> tuple[Any, list[Any]]:
+    assert settings.sqlite_path is not None
+    store = await SqliteStore.open(settings.sqlite_path)
+    try:
+        profile = await store.get_profile(user_id)
+        context = await store.load_turn(user_id, limit=1000, before="\uffff")
+        return profile, list(context.memory.events)
+    finally:
+        await store.close()
+
+
+async def test_text_round_trip_in_persona(emulator: Emulator, llm: OpenAIServer, tmp_path: Path):
+    async with butler(emulator, llm, tmp_path) as running:
+        await emulator.send_text(101, "/start")
+        greeting = await emulator.texts(101, 1)
+        assert greeting[0] == tg_text("start_new", "ru", name="Брюс")
+
+        await emulator.send_text(101, "Добрый вечер, Альфред")
+        texts = await emulator.texts(101, 2)
+        assert texts[1].startswith(PERSONA_MARK)
+        assert texts[1].endswith("You said: Добрый вечер, Альфред")
+        assert any(chat == 101 and action == "typing" for chat, action, _ in emulator.gaps.actions)
+    profile, events = await stored(running.settings, "tg:101")
+    assert profile is not None
+    assert profile.language == "ru"
+    assert [(e.role, e.source) for e in events] == [("user", "text"), ("assistant", "text")]
+
+
+async def test_english_speakers_are_greeted_in_english(
+    emulator: Emulator, llm: OpenAIServer, tmp_path: Path
+):
+    async with butler(emulator, llm, tmp_path) as running:
+        await emulator.send_text(102, "/start", language="en-GB", name="Bruce")
+        assert (await emulator.texts(102, 1))[0] == tg_text("start_new", "en", name="Bruce")
+        await emulator.send_text(102, "/help", language="en-GB", name="Bruce")
+        assert (await emulator.texts(102, 2))[1] == tg_text("help", "en", minutes=5)
+    profile, _ = await stored(running.settings, "tg:102")
+    assert profile is not None
+    assert profile.language == "en"
+
+
+async def test_three_users_at_once_keep_their_own_order(
+    emulator: Emulator, llm: OpenAIServer, tmp_path: Path
+):
+    users = (201, 202, 203)
+    async with butler(emulator, llm, tmp_path):
+        for n in range(4):
+            for user in users:
+                await emulator.send_text(user, f"u{user} m{n}")
+        for user in users:
+            texts = await emulator.texts(user, 4)
+            said = [t.split("You said: ", 1)[1] for t in texts]
+            assert said == [f"u{user} m{n}" for n in range(4)]
+
+
+async def test_a_long_reply_is_split_at_boundaries(
+    emulator: Emulator, llm: OpenAIServer, tmp_path: Path
+):
+    paragraph = "Позвольте заметить, сэр, что погода в Готэме переменчива. " * 30
+    long_text = "\n\n".join(f"{n}. {paragraph.strip()}" for n in range(5))
+    llm.reply = lambda messages: long_text
+    async with butler(emulator, llm, tmp_path):
+        await emulator.send_text(301, "Расскажите подробно")
+        messages = await emulator.wait_for(
+            301, lambda m: "".join(x["text"] for x in m).count("переменчива") >= 150
+        )
+    texts = [m["text"] for m in messages]
+    assert len(texts) >= 3
+    assert all(utf16_len(t) <= 4096 for t in texts)
+    assert all(t.endswith(".") for t in texts)  # cut at paragraph or sentence ends only
+    assert "\n\n".join(texts).split() == long_text.split()
+
+
+async def test_llm_down_gives_the_degraded_answer(
+    emulator: Emulator, llm: OpenAIServer, tmp_path: Path
+):
+    await llm.set_mode("down")
+    async with butler(emulator, llm, tmp_path):
+        await emulator.send_text(401, "Вы здесь?")
+        texts = await emulator.texts(401, 1)
+    assert texts[0] in variants("degraded", "ru")
+
+
+async def test_forget_asks_then_erases_everything(
+    emulator: Emulator, llm: OpenAIServer, tmp_path: Path
+):
+    async with butler(emulator, llm, tmp_path) as running:
+        await emulator.send_text(501, "Запомните: я люблю чай")
+        await emulator.texts(501, 1)
+        await emulator.send_text(501, "/forget")
+        messages = await emulator.wait_for(501, lambda m: len(m) >= 2)
+        ask = messages[1]
+        assert ask["text"] == tg_text("forget_ask", "ru")
+        buttons = ask["reply_markup"]["inline_keyboard"][0]
+        assert [b["callback_data"] for b in buttons] == ["forget:yes", "forget:no"]
+        profile, events = await stored(running.settings, "tg:501")
+        assert profile is not None
+        assert len(events) == 2  # nothing is erased before the confirmation
+
+        await emulator.press(501, "forget:yes", ask)
+        texts = await emulator.texts(501, 3)
+        assert texts[2] == tg_text("forget_done", "ru")
+        assert running.app.registry.get("tg:501") is None
+    profile, events = await stored(running.settings, "tg:501")
+    assert profile is None
+    assert events == []
+
+
+async def test_strangers_are_refused_when_an_allowlist_is_set(
+    emulator: Emulator, llm: OpenAIServer, tmp_path: Path
+):
+    async with butler(emulator, llm, tmp_path, BUTLER_ALLOWED_USERS="601") as running:
+        await emulator.send_text(602, "Откройте, полиция Готэма")
+        assert (await emulator.texts(602, 1))[0] == tg_text("not_allowed", "ru")
+        await emulator.send_text(601, "Это я")
+        assert "You said: Это я" in (await emulator.texts(601, 1))[0]
+    profile, events = await stored(running.settings, "tg:602")
+    assert (profile, events) == (None, [])
+
+
+async def test_the_rate_limit_is_answered_once_politely(
+    emulator: Emulator, llm: OpenAIServer, tmp_path: Path
+):
+    env = {"BUTLER_RATE_LIMIT_PER_MINUTE": "1", "BUTLER_RATE_LIMIT_BURST": "1"}
+    async with butler(emulator, llm, tmp_path, **env) as running:
+        for n in range(3):
+            await emulator.send_text(701, f"сообщение {n}")
+        texts = await emulator.texts(701, 2)
+    assert len(texts) == 2  # one reply, one polite refusal for the two refused messages
+    assert any(t.endswith("You said: сообщение 0") for t in texts)
+    assert tg_text("rate_limited", "ru") in texts
+    _, events = await stored(running.settings, "tg:701")
+    assert [e.content for e in events if e.role == "user"] == ["сообщение 0"]
+
+
+async def test_other_content_gets_a_polite_answer(
+    emulator: Emulator, llm: OpenAIServer, tmp_path: Path
+):
+    async with butler(emulator, llm, tmp_path):
+        body = emulator._message(801, language="ru", name="Брюс") | {
+            "location": {"latitude": 51.5, "longitude": -0.12}
+        }
+        await emulator._post("/sendMessage", body)
+        assert (await emulator.texts(801, 1))[0] == tg_text("unsupported", "ru")
