@@ -16,6 +16,7 @@ from typing import Any, TextIO
 from actors.registry import Registry, Rejected
 from adapters.app import open_app, open_store, tune_gc
 from adapters.settings import Settings, SettingsError
+from adapters.telegram.service import serve_telegram
 from adapters.telemetry import configure_tracing
 from engine.errors import ButlerError
 from engine.ports import OutgoingReply
@@ -136,8 +137,6 @@ async def admin_list(settings: Settings, *, out: TextIO) -> int:
 
 async def run(settings: Settings) -> int:
     """`butler run`: the Telegram bot until SIGTERM or SIGINT, then a drain."""
-    from adapters.telegram.service import serve_telegram
-
     await serve_telegram(settings)
     return 0
 
@@ -157,6 +156,16 @@ def _parser() -> argparse.ArgumentParser:
         "run", help="serve the Telegram bot (long polling, or a webhook with BUTLER_WEBHOOK_URL)"
     )
     return parser
+
+
+async def _command(args: argparse.Namespace, settings: Settings) -> int:
+    if args.command == "chat":
+        return await chat(settings, args.user, sys.stdin, sys.stdout)
+    if args.command == "run":
+        return await run(settings)
+    if args.admin_command == "show":
+        return await admin_show(settings, args.user, as_json=args.json, out=sys.stdout)
+    return await admin_list(settings, out=sys.stdout)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -181,13 +190,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     tune_gc()
     provider = configure_tracing()
     try:
-        if args.command == "chat":
-            return asyncio.run(chat(settings, args.user, sys.stdin, sys.stdout))
-        if args.command == "run":
-            return asyncio.run(run(settings))
-        if args.admin_command == "show":
-            return asyncio.run(admin_show(settings, args.user, as_json=args.json, out=sys.stdout))
-        return asyncio.run(admin_list(settings, out=sys.stdout))
+        return asyncio.run(_command(args, settings))
     except ButlerError as exc:
         print(f"butler: {exc}", file=sys.stderr)
         return 1

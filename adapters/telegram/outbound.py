@@ -71,9 +71,12 @@ class Pacer:
     def reserve(self, chat_id: int) -> float:
         """Take the chat's next slot; returns how long to wait for it."""
         now = self.clock()
-        slot = max(now, self._chats.get(chat_id, 0.0), self._bot_next)
-        self._bot_next = slot + self.per_bot_s
-        self._chats[chat_id] = slot + self.per_chat_s
+        # Two independent budgets: one chat waiting for its slot never delays another chat.
+        bot_slot = max(now, self._bot_next)
+        chat_slot = max(now, self._chats.get(chat_id, 0.0))
+        self._bot_next = bot_slot + self.per_bot_s
+        self._chats[chat_id] = chat_slot + self.per_chat_s
+        slot = max(bot_slot, chat_slot)
         self._chats.move_to_end(chat_id)
         while len(self._chats) > MAX_TRACKED_CHATS:
             self._chats.popitem(last=False)

@@ -27,7 +27,7 @@ from aiogram import Bot
 from aiogram.client.session.middlewares.base import BaseRequestMiddleware, NextRequestMiddlewareType
 from aiogram.client.telegram import TelegramAPIServer
 from aiogram.methods import GetFile, GetMe, GetUpdates, SendChatAction, TelegramMethod
-from aiogram.methods.base import Response, TelegramType  # noqa: F401 - the middleware's type
+from aiogram.methods.base import Response, TelegramType
 from aiogram.types import File, Update, User
 from aiohttp import web
 
