@@ -150,7 +150,7 @@ async def test_retry_after_moves_the_chats_budget_and_retries():
 
     bot = ScriptedBot(TelegramRetryAfter(send(), "flood", retry_after=7), "sent")
     outbox = Outbox(bot, metrics(), pacer=Pacer(clock=lambda: now[0]), sleep=sleep)  # type: ignore[arg-type]
-    result: object = await outbox.call(1, send())
+    result: Any = await outbox.call(1, send())
     assert result == "sent"
     assert len(bot.calls) == 2
     assert sum(slept) >= 7.0
