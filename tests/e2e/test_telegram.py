@@ -5,6 +5,9 @@ real SQLite file, the real aiogram session (with `EmulatorGaps` for what the emu
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
+import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -25,6 +28,7 @@ from tests.support.telegram_emulator import TOKEN, Emulator
 
 pytestmark = [pytest.mark.anyio, pytest.mark.slow]
 
+ROOT = Path(__file__).parents[2]
 PERSONA_MARK = "[system: Ты — Alfred-style дворецкий"
 
 
@@ -222,3 +226,59 @@ async def test_other_content_gets_a_polite_answer(
         }
         await emulator._post("/sendMessage", body)
         assert (await emulator.texts(801, 1))[0] == tg_text("unsupported", "ru")
+
+
+async def test_sigterm_drains_the_turn_in_hand_and_keeps_the_rest(
+    emulator: Emulator, llm: OpenAIServer, tmp_path: Path
+):
+    """A real process: SIGTERM while a reply is being generated; that reply still goes out,
+    the message behind it stays stored and is answered by the next start."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("BUTLER_", "OTEL_"))}
+    env |= {
+        "BUTLER_DATA_DIR": str(tmp_path / "data"),
+        "BUTLER_LLM_URL": llm.base_url,
+        "BUTLER_LLM_RETRIES": "0",
+        "BUTLER_TELEGRAM_TOKEN": TOKEN,
+        "BUTLER_TELEGRAM_API_URL": emulator.url,
+        "BUTLER_TELEGRAM_POLL_TIMEOUT_S": "1",
+        "TEST_FILE_URL": f"http://127.0.0.1:{emulator.files.port}",
+        "PYTHONPATH": str(ROOT),
+    }
+
+    async def start() -> asyncio.subprocess.Process:
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "tests.support.run_emulated",
+            cwd=ROOT,
+            env=env,
+            stdout=asyncio.subprocess.PIPE,
+        )
+        assert proc.stdout is not None
+        line = await asyncio.wait_for(proc.stdout.readline(), 60)
+        assert line.strip() == b"READY"
+        return proc
+
+    await llm.set_mode("slow")
+    proc = await start()
+    await emulator.send_text(901, "первое")
+    await llm.wait_for_hits(1)
+    await emulator.send_text(901, "второе")
+    settings = Settings.from_env({"BUTLER_DATA_DIR": str(tmp_path / "data")})
+    async with asyncio.timeout(30):
+        while len((await stored(settings, "tg:901"))[1]) < 2:  # noqa: ASYNC110 - another process's file
+            await asyncio.sleep(0.05)  # noqa: TID251 - nothing to wait on across processes
+    proc.send_signal(signal.SIGTERM)
+    llm.release_slow()
+    assert await asyncio.wait_for(proc.wait(), 60) == 0
+    texts = await emulator.texts(901, 1)
+    assert texts[0].endswith("You said: первое")
+
+    await llm.set_mode("ok")
+    proc = await start()
+    try:
+        texts = await emulator.texts(901, 2)
+        assert texts[1].endswith("You said: второе")
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        await asyncio.wait_for(proc.wait(), 60)
