@@ -74,7 +74,8 @@ class BotAPI:
 
     async def handle(self, request: web.Request) -> web.Response:
         method = request.match_info["method"]
-        data = dict(await request.post()) if request.can_read_body else {}
+        form = await request.post() if request.can_read_body else {}
+        data = {k: str(v) for k, v in form.items()}
         now = time.perf_counter()
         if method == "getMe":
             return ok({"id": 1, "is_bot": True, "first_name": "Butler", "username": "b"})
