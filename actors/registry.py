@@ -122,6 +122,13 @@ class Registry:
             return Rejected(line("busy", actor.language))
         return Accepted("")
 
+    async def wake(self, user_id: str) -> bool:
+        """Activate the user's actor if it is not live (it picks up unanswered messages)."""
+        if user_id in self._actors:
+            return False
+        await self._actor(user_id, None)
+        return True
+
     async def tell_edit(self, user_id: str, event_id: str, text: str) -> Ticket | None:
         """Give a message that still waits in the mailbox new text (the user edited it).
 

@@ -14,6 +14,7 @@ from contextlib import AsyncExitStack, asynccontextmanager, suppress
 from dataclasses import dataclass
 from datetime import timedelta
 from importlib import resources
+from typing import Any
 
 from opentelemetry import trace
 from prometheus_client import CollectorRegistry
@@ -24,7 +25,7 @@ from actors.registry import Registry
 from adapters.clock import SystemClock
 from adapters.settings import Settings
 from adapters.telemetry import ActorCollector, ButlerMetrics
-from engine.errors import StoreUnavailable
+from engine.errors import ShuttingDown, StoreUnavailable
 from engine.ports import Clock, LanguageModel, ReplySink, Store, TokenCounter, Transcriber
 from engine.prompt import PromptBuilder, Template, parse_template
 from engine.tokens import CalibratedEstimator
@@ -120,8 +121,14 @@ async def open_app(
     counter: TokenCounter | None = None,
     observer: Observer | None = None,
     metrics: CollectorRegistry | None = None,
+    recover: bool = False,
 ) -> AsyncIterator[App]:
-    """Build, start and finally drain and close the engine."""
+    """Build, start and finally drain and close the engine.
+
+    `recover=True` (a service) wakes, in the background, every user whose messages were stored
+    but not answered before the last stop; otherwise a user's actor picks them up on the
+    user's next message.
+    """
     async with AsyncExitStack() as stack:
         if store is None:
             store = await open_store(settings)
@@ -153,13 +160,45 @@ async def open_app(
         )
         registry = await stack.enter_async_context(Registry(deps))
         metrics.register(ActorCollector(registry))
-        retention = asyncio.create_task(_retention_loop(store, deps.clock, settings))
+        background: list[asyncio.Task[Any]] = [
+            asyncio.create_task(_retention_loop(store, deps.clock, settings))
+        ]
+        if recover:
+            background.append(asyncio.create_task(recover_owed(registry, store)))
         try:
             yield App(settings, registry, store, llm, metrics)
         finally:
-            retention.cancel()
-            with suppress(asyncio.CancelledError):
-                await retention
+            for task in background:
+                task.cancel()
+            for task in background:
+                with suppress(asyncio.CancelledError):
+                    await task
+
+
+async def recover_owed(registry: Registry, store: Store, *, page: int = 500) -> int:
+    """Activate the actor of every user with unanswered messages; returns how many.
+
+    One pass over the profiles at start (a cheap indexed read per user), so that messages
+    accepted before a stop or crash are answered without waiting for the user to write again.
+    """
+    woken = 0
+    after = ""
+    while True:
+        try:
+            profiles = await store.list_profiles(limit=page, after=after)
+            for profile in profiles:
+                if await store.unanswered(profile.user_id) and await registry.wake(profile.user_id):
+                    woken += 1
+        except StoreUnavailable:
+            log.warning("recovery sweep stopped: store unavailable; users recover on next message")
+            return woken
+        except ShuttingDown:
+            return woken
+        if len(profiles) < page:
+            if woken:
+                log.info("recovered users with unanswered messages", extra={"users": woken})
+            return woken
+        after = profiles[-1].user_id
 
 
 async def _retention_loop(store: Store, clock: Clock, settings: Settings) -> None:

@@ -311,7 +311,7 @@ async def serve_telegram(
             raise TelegramUnavailable(f"cannot reach the Bot API server: {exc.message}") from exc
         log.info("serving Telegram bot @%s", me.username)
         async with open_app(
-            settings=settings, sink=sink, metrics=metrics_registry, **app_overrides
+            settings=settings, sink=sink, metrics=metrics_registry, recover=True, **app_overrides
         ) as app:
             door = FrontDoor(
                 registry=app.registry,
