@@ -4,17 +4,15 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import logging
 import os
 import sys
 from collections.abc import Sequence
-from dataclasses import asdict
-from datetime import datetime
-from typing import Any, TextIO
+from typing import TextIO
 
 from actors.registry import Registry, Rejected
-from adapters.app import open_app, open_store, tune_gc
+from adapters.admin.commands import add_admin_parser, run_admin
+from adapters.app import open_app, tune_gc
 from adapters.settings import Settings, SettingsError
 from adapters.telemetry import configure_tracing
 from engine.errors import ButlerError
@@ -84,67 +82,12 @@ async def _exchange(registry: Registry, sink: ConsoleSink, user_id: str, text: s
     sink.show(reply.text)
 
 
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, datetime):
-        return value.isoformat()
-    if isinstance(value, tuple):
-        return list(value)
-    return value
-
-
-async def admin_show(settings: Settings, user_id: str, *, as_json: bool, out: TextIO) -> int:
-    """Print a user's profile and memory size straight from the store."""
-    store = await open_store(settings)
-    try:
-        profile = await store.get_profile(user_id)
-        context = await store.load_turn(user_id, limit=0, before="\uffff")
-    finally:
-        await store.close()
-    if profile is None:
-        print(f"butler: no user {user_id!r} in {settings.store}", file=sys.stderr)
-        return 1
-    data: dict[str, Any] = {
-        "user_id": user_id,
-        "state": "idle",  # no service holds this actor: it activates idle
-        "memory_events": context.memory.total_events,
-        "profile": {k: _jsonable(v) for k, v in asdict(profile).items()},
-    }
-    if as_json:
-        print(json.dumps(data, ensure_ascii=False), file=out)
-    else:
-        for key, value in data["profile"].items():
-            print(f"{key:>20}: {value}", file=out)
-        print(f"{'memory_events':>20}: {data['memory_events']}", file=out)
-    return 0
-
-
-async def admin_list(settings: Settings, *, out: TextIO) -> int:
-    """Print every profile: user id, language, tone, summary length."""
-    store = await open_store(settings)
-    try:
-        after = ""
-        while True:
-            page = await store.list_profiles(limit=500, after=after)
-            for p in page:
-                print(f"{p.user_id}\t{p.language}\t{p.tone}\t{len(p.memory_summary)}", file=out)
-            if len(page) < 500:
-                return 0
-            after = page[-1].user_id
-    finally:
-        await store.close()
-
-
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="butler", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
     chat_p = commands.add_parser("chat", help="talk to the butler in the terminal")
     chat_p.add_argument("--user", default="local", help="user id (default: local)")
-    admin = commands.add_parser("admin", help="inspect profiles and memory in the store")
-    admin_cmds = admin.add_subparsers(dest="admin_command", required=True)
-    show = admin_cmds.add_parser("show", help="one user's profile and memory size")
-    show.add_argument("user")
-    show.add_argument("--json", action="store_true", help="machine-readable output")
-    admin_cmds.add_parser("list", help="all profiles")
+    add_admin_parser(commands)
     return parser
 
 
@@ -169,9 +112,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "chat":
             return asyncio.run(chat(settings, args.user, sys.stdin, sys.stdout))
-        if args.admin_command == "show":
-            return asyncio.run(admin_show(settings, args.user, as_json=args.json, out=sys.stdout))
-        return asyncio.run(admin_list(settings, out=sys.stdout))
+        return asyncio.run(run_admin(settings, args, sys.stdout))
     except ButlerError as exc:
         print(f"butler: {exc}", file=sys.stderr)
         return 1

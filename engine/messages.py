@@ -67,9 +67,8 @@ class UpdateProfile:
     topics: tuple[str, ...] | None = None
 
     def __post_init__(self) -> None:
-        if self.persona is None and self.tone is None and self.language is None:
-            if self.topics is None:
-                raise InvalidProfileError("nothing to update")
+        if (self.persona, self.tone, self.language, self.topics) == (None, None, None, None):
+            raise InvalidProfileError("nothing to update")
         if self.persona is not None and not 0 < len(self.persona.strip()) <= MAX_PERSONA_CHARS:
             raise InvalidProfileError(f"persona must be 1..{MAX_PERSONA_CHARS} characters")
         if self.tone is not None and self.tone not in TONES:

@@ -38,9 +38,10 @@ PUBLIC = frozenset({"/metrics", "/healthz", "/readyz", "/admin/", "/admin"})
 KEEPALIVE_S = 15.0
 COMMAND_TIMEOUT_S = 30.0
 _APP: web.AppKey[App] = web.AppKey("butler", App)
-_STREAMS: web.AppKey[set[asyncio.Task[Any]]] = web.AppKey("streams", set)
+_STREAMS: web.AppKey[set[asyncio.Task[Any]]] = web.AppKey("streams")
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+Middleware = Callable[[web.Request, Handler], Awaitable[web.StreamResponse]]
 
 
 def is_loopback(host: str) -> bool:
@@ -65,7 +66,7 @@ def check_exposure(settings: Settings) -> None:
         )
 
 
-def _auth(token: str) -> Callable[[web.Request, Handler], Awaitable[web.StreamResponse]]:
+def _auth(token: str) -> Middleware:
     expected = f"Bearer {token}".encode()
 
     @web.middleware
@@ -89,7 +90,7 @@ def _error(status: int, message: str) -> web.Response:
 
 def build_app(app: App, settings: Settings) -> web.Application:
     """The aiohttp application (without a listener), for `serve_admin` and tests."""
-    web_app = web.Application(middlewares=[_auth(settings.admin_token)])
+    web_app = web.Application(middlewares=[_auth(settings.admin_token)])  # type: ignore[list-item]
     web_app[_APP] = app
     web_app[_STREAMS] = set()
     r = web_app.router
@@ -131,7 +132,8 @@ async def serve_admin(app: App, settings: Settings) -> AsyncIterator[str]:
         shown = f"[{bound[0]}]" if ":" in bound[0] else bound[0]
         yield f"http://{shown}:{bound[1]}"
     finally:
-        for task in list(web_app[_STREAMS]):
+        streams: set[asyncio.Task[Any]] = web_app[_STREAMS]
+        for task in tuple(streams):
             task.cancel()
         await runner.cleanup()
 
@@ -263,7 +265,7 @@ async def _json_body(request: web.Request) -> dict[str, Any]:
     return body
 
 
-async def _command(
+async def _command(  # noqa: PLR0911 - one return per HTTP outcome reads best
     app: App, user_id: str, command: Command, *, wait: bool
 ) -> web.Response | None:
     """Queue `command`; None when it was handled (or only queued, without `wait`)."""

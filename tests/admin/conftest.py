@@ -6,6 +6,7 @@ import dataclasses
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import pytest
@@ -30,11 +31,11 @@ class Admin:
     def auth(self, token: str = TOKEN) -> dict[str, str]:
         return {"Authorization": f"Bearer {token}"}
 
-    async def get(self, path: str) -> tuple[int, dict]:
+    async def get(self, path: str) -> tuple[int, dict[str, Any]]:
         async with self.http.get(self.url + path, headers=self.auth()) as res:
             return res.status, await res.json()
 
-    async def send(self, method: str, path: str, body: object = None) -> tuple[int, dict]:
+    async def send(self, method: str, path: str, body: object = None) -> tuple[int, dict[str, Any]]:
         async with self.http.request(
             method, self.url + path, json=body, headers=self.auth()
         ) as res:

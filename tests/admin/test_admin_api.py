@@ -7,6 +7,7 @@ import dataclasses
 import json
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import pytest
@@ -70,8 +71,9 @@ def test_refuses_a_public_address_without_a_token(tmp_path: Path) -> None:
 async def test_without_a_token_loopback_is_open(tmp_path: Path) -> None:
     settings = admin_settings(tmp_path, admin_token="")
     async with (
-        open_app(settings=settings, sink=CollectingSink(), store=MemoryStore(), llm=ScriptedLLM())
-        as app,
+        open_app(
+            settings=settings, sink=CollectingSink(), store=MemoryStore(), llm=ScriptedLLM()
+        ) as app,
         serve_admin(app, settings) as url,
         aiohttp.ClientSession() as http,
         http.get(url + "/admin/actors") as res,
@@ -219,10 +221,11 @@ async def test_compress_answers_503_when_the_mailbox_is_full(tmp_path: Path) -> 
         serve_admin(app, settings) as url,
         aiohttp.ClientSession() as http,
     ):
-        await app.registry.tell_text("frank", "one")  # in flight, waiting on the gate
-        async with asyncio.timeout(5):
-            while not llm.calls:
-                await asyncio.sleep(0.01)  # noqa: TID251 - polls a fake with a deadline
+        with app.registry.feed.subscribe("frank") as started:
+            await app.registry.tell_text("frank", "one")  # in flight, waiting on the gate
+            record = await started.next(5)
+            assert record is not None
+            assert record.trigger == "hear_text"
         await app.registry.tell_text("frank", "two")  # fills the mailbox
         headers = {"Authorization": f"Bearer {TOKEN}"}
         async with http.post(url + "/admin/actors/frank/compress", headers=headers) as res:
@@ -240,7 +243,11 @@ async def test_machine_counts_live_actors_per_state(admin: Admin) -> None:
     assert status == 200
     counts = {s["state"]: s["count"] for s in data["states"]}
     assert counts == {
-        "idle": 1, "transcribing": 0, "generating": 0, "compressing": 0, "degraded": 1
+        "idle": 1,
+        "transcribing": 0,
+        "generating": 0,
+        "compressing": 0,
+        "degraded": 1,
     }
     assert {"from": "idle", "to": "generating", "trigger": "hear_text", "guard": ""} in data[
         "transitions"
@@ -248,8 +255,8 @@ async def test_machine_counts_live_actors_per_state(admin: Admin) -> None:
     assert data["mermaid"].startswith("stateDiagram-v2")
 
 
-async def read_events(res: aiohttp.ClientResponse, count: int) -> list[dict]:
-    events: list[dict] = []
+async def read_events(res: aiohttp.ClientResponse, count: int) -> list[dict[str, Any]]:
+    events: list[dict[str, Any]] = []
     event = ""
     async with asyncio.timeout(5):
         while len(events) < count:
