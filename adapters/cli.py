@@ -4,19 +4,23 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import logging
 import os
 import sys
 from collections.abc import Sequence
 from typing import TextIO
 
+from opentelemetry import trace
+
 from actors.registry import Registry, Rejected
 from adapters.admin.commands import add_admin_parser, run_admin
 from adapters.app import open_app, tune_gc
+from adapters.logs import configure_logging
 from adapters.settings import Settings, SettingsError
 from adapters.telemetry import configure_tracing
 from engine.errors import ButlerError
 from engine.ports import OutgoingReply
+
+tracer = trace.get_tracer("butler.cli")
 
 NO_LLM_HINT = (
     "butler: no language model answers at {urls}; replies are canned (degraded) until one does.\n"
@@ -72,7 +76,8 @@ async def chat(settings: Settings, user_id: str, stdin: TextIO, out: TextIO) -> 
 
 
 async def _exchange(registry: Registry, sink: ConsoleSink, user_id: str, text: str) -> None:
-    ticket = await registry.tell_text(user_id, text)
+    with tracer.start_as_current_span("chat.message"):  # the message's trace root
+        ticket = await registry.tell_text(user_id, text)
     if isinstance(ticket, Rejected):
         sink.show(ticket.reply)
         return
@@ -102,11 +107,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     level = settings.log_level
     if args.command == "chat" and not os.environ.get("BUTLER_LOG_LEVEL"):
         level = "ERROR"  # the conversation owns the terminal; the LLM hint is printed anyway
-    logging.basicConfig(
-        level=level,
-        stream=sys.stderr,
-        format="%(asctime)s %(levelname)s %(name)s %(message)s",
-    )
+    configure_logging(level=level, fmt=settings.log_format, salt=settings.log_salt)
     tune_gc()
     provider = configure_tracing()
     try:

@@ -87,9 +87,7 @@ def test_dashboards_are_valid_and_provisioned() -> None:
     provider = yaml.safe_load(
         (OPS / "grafana" / "provisioning" / "dashboards" / "dashboards.yml").read_text()
     )
-    mount = {
-        v.split(":")[1]: v.split(":")[0] for v in compose()["services"]["grafana"]["volumes"]
-    }
+    mount = {v.split(":")[1]: v.split(":")[0] for v in compose()["services"]["grafana"]["volumes"]}
     path = provider["providers"][0]["options"]["path"]
     assert mount[path] == "./grafana/dashboards"
 
