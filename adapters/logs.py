@@ -77,9 +77,10 @@ def configure_logging(
         handler.setFormatter(JsonFormatter(key))
     else:
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
+    handler.set_name("butler")
     root = logging.getLogger()
-    for old in list(root.handlers):
-        root.removeHandler(old)
+    for old in [h for h in root.handlers if h.get_name() == "butler"]:
+        root.removeHandler(old)  # configured again: replace ours, keep anyone else's
     root.addHandler(handler)
     root.setLevel(level)
     return handler

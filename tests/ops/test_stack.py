@@ -78,7 +78,8 @@ def test_dashboards_are_valid_and_provisioned() -> None:
     uids = [b["uid"] for b in boards.values()]
     assert len(set(uids)) == len(uids)
     for name, board in boards.items():
-        assert board["title"] and board["panels"], name
+        assert board["title"], name
+        assert board["panels"], name
         ids = [p["id"] for p in board["panels"]]
         assert len(set(ids)) == len(ids), name
         for panel in board["panels"]:
