@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import itertools
 import json
 from datetime import UTC, datetime
 from pathlib import Path
@@ -123,7 +124,10 @@ async def test_history_keeps_the_last_fifty(admin: Admin) -> None:
     _, data = await admin.get("/admin/actors/alice")
     assert len(data["history"]) == 50
     assert data["transitions"] >= 60  # compression ran past 50 events, too
-    assert data["history"][-1]["trigger"] == data["last_transition"]["trigger"]
+    history = data["history"]
+    assert history[-1]["trigger"] == data["last_transition"]["trigger"]
+    assert all(a["to"] == b["from"] for a, b in itertools.pairwise(history))
+    assert [h["at"] for h in history] == sorted(h["at"] for h in history)
 
 
 async def test_reset_goes_through_the_mailbox_and_leaves_degraded(admin: Admin) -> None:
