@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 
 from opentelemetry.trace import Tracer
 
+from actors.history import TransitionFeed
 from actors.machine import Lifecycle
 from actors.observe import Observer
 from engine.breaker import Breaker
@@ -50,3 +51,4 @@ class ActorDeps:
     settings: ActorSettings = ActorSettings()
     lifecycle: Lifecycle = field(default_factory=Lifecycle)
     ids: EventIds = field(default_factory=EventIds)
+    feed: TransitionFeed = field(default_factory=TransitionFeed)

@@ -18,6 +18,7 @@ from anyio.abc import TaskGroup
 from opentelemetry import context as otel_context
 
 from actors.deps import ActorDeps
+from actors.history import TransitionFeed
 from actors.observe import ActorCrashed, MailboxRejected
 from actors.user_actor import Envelope, UserActor, recovered
 from engine.domain import Language, MemoryEvent, Source, UserProfile
@@ -25,6 +26,7 @@ from engine.errors import ShuttingDown
 from engine.lifecycle import RESTING_PHASES, Phase
 from engine.messages import Command, HandleText, HandleVoice, UserMessage
 from engine.persona import line
+from engine.ports import Clock
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +59,8 @@ class ActorView:
     idle_s: float
     last_transition: tuple[float, str, str, str] | None
     transitions: int
+    messages: int = 0
+    messages_per_hour: float = 0.0
 
 
 class Registry:
@@ -116,8 +120,25 @@ class Registry:
 
     async def tell(self, user_id: str, command: Command) -> Ticket:
         """Queue a non-message command (compress, reset) behind the user's messages."""
+        return await self._offer(user_id, command, None)
+
+    async def ask(
+        self, user_id: str, command: Command
+    ) -> tuple[Ticket, asyncio.Future[Exception | None]]:
+        """Queue `command` like `tell`; the future resolves once the actor has handled it
+        (with None, or the error the command ended with)."""
+        done: asyncio.Future[Exception | None] = asyncio.get_running_loop().create_future()
+        ticket = await self._offer(user_id, command, done)
+        if isinstance(ticket, Rejected):
+            done.cancel()
+        return ticket, done
+
+    async def _offer(
+        self, user_id: str, command: Command, done: asyncio.Future[Exception | None] | None
+    ) -> Ticket:
         actor = await self._actor(user_id, None)
-        envelope = Envelope(command, otel_context.get_current(), self._deps.clock.monotonic())
+        now = self._deps.clock.monotonic()
+        envelope = Envelope(command, otel_context.get_current(), now, done=done)
         if not actor.mailbox.offer(envelope):
             return Rejected(line("busy", actor.language))
         return Accepted("")
@@ -207,6 +228,7 @@ class Registry:
         if not actor.mailbox.offer(envelope):
             deps.observer.record(MailboxRejected())
             return Rejected(line("busy", actor.language, event.id))
+        actor.note_message(envelope.accepted_at)
         profile = None
         if not actor.profile_known:
             profile = UserProfile.new(actor.user_id, event.created_at, language or actor.language)
@@ -335,6 +357,8 @@ class Registry:
                 idle_s=now - a.last_active,
                 last_transition=a.last_transition,
                 transitions=a.transitions,
+                messages=a.messages,
+                messages_per_hour=a.messages_per_hour(now),
             )
             for a in self._actors.values()
         ]
@@ -344,6 +368,15 @@ class Registry:
         for actor in self._actors.values():
             counts[actor.phase] += 1
         return counts
+
+    @property
+    def feed(self) -> TransitionFeed:
+        """Live transitions of every actor, for subscribers that must never slow actors."""
+        return self._deps.feed
+
+    @property
+    def clock(self) -> Clock:
+        return self._deps.clock
 
     def mailbox_depths(self) -> list[int]:
         return [len(a.mailbox) for a in self._actors.values()]

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable
+from contextvars import ContextVar
 from dataclasses import dataclass, replace
 from typing import Any, ClassVar
 
@@ -18,6 +19,7 @@ from opentelemetry import trace
 from opentelemetry.context import Context
 
 from actors.deps import ActorDeps
+from actors.history import HISTORY_SIZE, TransitionRecord
 from actors.mailbox import Mailbox
 from actors.observe import (
     CompressionFinished,
@@ -47,6 +49,7 @@ from engine.messages import (
     HandleText,
     HandleVoice,
     ResetActor,
+    UpdateProfile,
     UserMessage,
 )
 from engine.persona import line
@@ -54,6 +57,9 @@ from engine.ports import Completion, CompletionRequest, OutgoingReply, ReplyKind
 from engine.prompt import Prompt
 
 log = logging.getLogger(__name__)
+
+current_user: ContextVar[str] = ContextVar("butler_current_user", default="")
+"""The user whose actor runs in this task; log formatters hash it (never log it raw)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,6 +74,8 @@ class Envelope:
     context: Context | None
     accepted_at: float
     persisted: asyncio.Future[bool] | None = None
+    done: asyncio.Future[Exception | None] | None = None
+    """Resolved when the command was handled: None, or the error it ended with."""
 
     @property
     def event_id(self) -> str:
@@ -83,7 +91,11 @@ class UserActor:
 
     __slots__ = (
         "_backoff",
+        "_history",
+        "_hour",
+        "_hour_messages",
         "_owed",
+        "_prev_hour_messages",
         "_store_retry_at",
         "_store_retry_s",
         "breaker",
@@ -91,8 +103,8 @@ class UserActor:
         "done",
         "language",
         "last_active",
-        "last_transition",
         "mailbox",
+        "messages",
         "profile_known",
         "retired",
         "state",
@@ -120,8 +132,12 @@ class UserActor:
         now = deps.clock.monotonic()
         self.last_active = now
         self.turn_started = 0.0
-        self.last_transition: tuple[float, str, str, str] | None = None
+        self._history: list[TransitionRecord] = []  # a ring: a deque costs ~600 B empty
         self.transitions = 0
+        self.messages = 0
+        self._hour = 0
+        self._hour_messages = 0
+        self._prev_hour_messages = 0
         self._owed: MemoryEvent | None = None
         self._store_retry_at = 0.0
         self._store_retry_s = 0.0
@@ -137,14 +153,64 @@ class UserActor:
     def phase(self) -> Phase:
         return Phase(self.state)
 
+    @property
+    def history(self) -> list[TransitionRecord]:
+        """The last `HISTORY_SIZE` transitions, oldest first."""
+        ring = self._history
+        start = self.transitions % HISTORY_SIZE if len(ring) == HISTORY_SIZE else 0
+        return ring[start:] + ring[:start]
+
+    @property
+    def last_transition(self) -> tuple[float, str, str, str] | None:
+        """(monotonic time, from, to, trigger) of the newest transition."""
+        if not self._history:
+            return None
+        r = self._history[(self.transitions - 1) % HISTORY_SIZE]
+        return (r.at, r.source.value, r.dest.value, r.trigger.value)
+
     def on_transition(self, source: Phase, dest: Phase, trigger: Trigger) -> None:
-        """Lifecycle callback: record only (timestamps, a span event, an observation)."""
-        self.last_transition = (self.deps.clock.monotonic(), source.value, dest.value, trigger)
+        """Lifecycle callback: record only (history, a span event, an observation)."""
+        deps = self.deps
+        span = trace.get_current_span()
+        record = TransitionRecord(
+            self.user_id,
+            deps.clock.monotonic(),
+            source,
+            dest,
+            trigger,
+            span.get_span_context().trace_id,
+        )
+        ring = self._history
+        if len(ring) < HISTORY_SIZE:
+            ring.append(record)
+        else:
+            ring[self.transitions % HISTORY_SIZE] = record
         self.transitions += 1
-        trace.get_current_span().add_event(
+        span.add_event(
             "transition", {"from": source.value, "to": dest.value, "trigger": trigger.value}
         )
-        self.deps.observer.record(TransitionMade(source, dest, trigger))
+        deps.observer.record(TransitionMade(source, dest, trigger))
+        if deps.feed:
+            deps.feed.publish(record)
+
+    def note_message(self, now: float) -> None:
+        """Count an accepted message (hourly windows feed the busiest-user gauge)."""
+        self.messages += 1
+        hour = int(now // 3600)
+        if hour != self._hour:
+            self._prev_hour_messages = self._hour_messages if hour == self._hour + 1 else 0
+            self._hour, self._hour_messages = hour, 0
+        self._hour_messages += 1
+
+    def messages_per_hour(self, now: float) -> float:
+        """Messages accepted in the trailing hour, estimated from two hourly windows."""
+        hour = int(now // 3600)
+        left = 1.0 - (now % 3600) / 3600
+        if hour == self._hour:
+            return self._hour_messages + self._prev_hour_messages * left
+        if hour == self._hour + 1:
+            return self._hour_messages * left
+        return 0.0
 
     def _fire(self, trigger: Trigger) -> None:
         self.deps.lifecycle.fire(self, trigger)
@@ -162,6 +228,7 @@ class UserActor:
     async def run(self, retire: Callable[[UserActor], bool]) -> None:
         """Process envelopes until stopped or idle for longer than the idle timeout."""
         clock = self.deps.clock
+        current_user.set(self.user_id)  # this task's context only
         while not self._stopped():
             envelope = await self.mailbox.take(self._wait_s(clock.monotonic()))
             if self._stopped():  # a waiting envelope is stored: answered after the next start
@@ -201,6 +268,8 @@ class UserActor:
                 try:
                     await handler(self, envelope.command, envelope)
                 except Exception as exc:  # noqa: BLE001 - the one broad except: answer, settle
+                    if envelope.done is not None:
+                        envelope.done.set_result(exc)
                     span.record_exception(exc)
                     span.set_status(trace.StatusCode.ERROR, type(exc).__name__)
                     try:
@@ -211,6 +280,8 @@ class UserActor:
             if token is not None:
                 otel_context.detach(token)
             self._owed = None
+            if envelope.done is not None and not envelope.done.done():
+                envelope.done.set_result(None)
 
     async def _crashed(self, exc: Exception, envelope: Envelope) -> None:
         log.error(
@@ -528,9 +599,25 @@ class UserActor:
                 self.breaker.trip(deps.clock.monotonic())
 
     async def _on_reset(self, cmd: ResetActor, envelope: Envelope) -> None:
+        if cmd.erase:
+            with self.deps.tracer.start_as_current_span("store.erase_user"):
+                await self.deps.store.erase_user(self.user_id)
+            self.profile_known = False
+            self.deps.observer.record(ProfileAccessed(write=True))
         self.breaker.close()
         self._backoff.succeeded()
         self._fire(Trigger.RESET)
+
+    async def _on_update_profile(self, cmd: UpdateProfile, envelope: Envelope) -> None:
+        deps = self.deps
+        now = deps.clock.now()
+        with deps.tracer.start_as_current_span("store.save_profile"):
+            profile = await deps.store.get_profile(self.user_id)
+            profile = cmd.apply(profile or UserProfile.new(self.user_id, now, self.language), now)
+            await deps.store.save_profile(profile)
+        self.profile_known = True
+        self.language = profile.language
+        deps.observer.record(ProfileAccessed(write=True))
 
     def _store_down(self) -> None:
         s = self.deps.settings
@@ -572,3 +659,4 @@ UserActor.register(HandleText, UserActor._on_text)
 UserActor.register(HandleVoice, UserActor._on_voice)
 UserActor.register(CompressMemory, UserActor._on_compress)
 UserActor.register(ResetActor, UserActor._on_reset)
+UserActor.register(UpdateProfile, UserActor._on_update_profile)

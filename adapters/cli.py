@@ -4,22 +4,25 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import logging
 import os
 import sys
 from collections.abc import Sequence
-from dataclasses import asdict
-from datetime import datetime
-from typing import Any, TextIO
+from typing import TextIO
+
+from opentelemetry import trace
 
 from actors.registry import Registry, Rejected
-from adapters.app import open_app, open_store, tune_gc
+from adapters.admin.commands import add_admin_parser, run_admin
+from adapters.app import open_app, tune_gc
+from adapters.logs import configure_logging
+from adapters.service import serve
 from adapters.settings import Settings, SettingsError
-from adapters.telegram.service import serve_telegram
 from adapters.telemetry import configure_tracing
 from engine.errors import ButlerError
 from engine.ports import OutgoingReply
+
+tracer = trace.get_tracer("butler.cli")
 
 NO_LLM_HINT = (
     "butler: no language model answers at {urls}; replies are canned (degraded) until one does.\n"
@@ -75,7 +78,8 @@ async def chat(settings: Settings, user_id: str, stdin: TextIO, out: TextIO) -> 
 
 
 async def _exchange(registry: Registry, sink: ConsoleSink, user_id: str, text: str) -> None:
-    ticket = await registry.tell_text(user_id, text)
+    with tracer.start_as_current_span("chat.message"):  # the message's trace root
+        ticket = await registry.tell_text(user_id, text)
     if isinstance(ticket, Rejected):
         sink.show(ticket.reply)
         return
@@ -85,59 +89,10 @@ async def _exchange(registry: Registry, sink: ConsoleSink, user_id: str, text: s
     sink.show(reply.text)
 
 
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, datetime):
-        return value.isoformat()
-    if isinstance(value, tuple):
-        return list(value)
-    return value
-
-
-async def admin_show(settings: Settings, user_id: str, *, as_json: bool, out: TextIO) -> int:
-    """Print a user's profile and memory size straight from the store."""
-    store = await open_store(settings)
-    try:
-        profile = await store.get_profile(user_id)
-        context = await store.load_turn(user_id, limit=0, before="\uffff")
-    finally:
-        await store.close()
-    if profile is None:
-        print(f"butler: no user {user_id!r} in {settings.store}", file=sys.stderr)
-        return 1
-    data: dict[str, Any] = {
-        "user_id": user_id,
-        "state": "idle",  # no service holds this actor: it activates idle
-        "memory_events": context.memory.total_events,
-        "profile": {k: _jsonable(v) for k, v in asdict(profile).items()},
-    }
-    if as_json:
-        print(json.dumps(data, ensure_ascii=False), file=out)
-    else:
-        for key, value in data["profile"].items():
-            print(f"{key:>20}: {value}", file=out)
-        print(f"{'memory_events':>20}: {data['memory_events']}", file=out)
-    return 0
-
-
-async def admin_list(settings: Settings, *, out: TextIO) -> int:
-    """Print every profile: user id, language, tone, summary length."""
-    store = await open_store(settings)
-    try:
-        after = ""
-        while True:
-            page = await store.list_profiles(limit=500, after=after)
-            for p in page:
-                print(f"{p.user_id}\t{p.language}\t{p.tone}\t{len(p.memory_summary)}", file=out)
-            if len(page) < 500:
-                return 0
-            after = page[-1].user_id
-    finally:
-        await store.close()
-
-
 async def run(settings: Settings) -> int:
-    """`butler run`: the Telegram bot until SIGTERM or SIGINT, then a drain."""
-    await serve_telegram(settings)
+    """`butler run`: the Telegram bot (when a token is set) and the admin server until SIGTERM
+    or SIGINT, then a drain."""
+    await serve(settings)
     return 0
 
 
@@ -146,26 +101,13 @@ def _parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
     chat_p = commands.add_parser("chat", help="talk to the butler in the terminal")
     chat_p.add_argument("--user", default="local", help="user id (default: local)")
-    admin = commands.add_parser("admin", help="inspect profiles and memory in the store")
-    admin_cmds = admin.add_subparsers(dest="admin_command", required=True)
-    show = admin_cmds.add_parser("show", help="one user's profile and memory size")
-    show.add_argument("user")
-    show.add_argument("--json", action="store_true", help="machine-readable output")
-    admin_cmds.add_parser("list", help="all profiles")
+    add_admin_parser(commands)
     commands.add_parser(
-        "run", help="serve the Telegram bot (long polling, or a webhook with BUTLER_WEBHOOK_URL)"
+        "run",
+        help="serve the Telegram bot (long polling, or a webhook with BUTLER_WEBHOOK_URL) "
+        "and the admin server",
     )
     return parser
-
-
-async def _command(args: argparse.Namespace, settings: Settings) -> int:
-    if args.command == "chat":
-        return await chat(settings, args.user, sys.stdin, sys.stdout)
-    if args.command == "run":
-        return await run(settings)
-    if args.admin_command == "show":
-        return await admin_show(settings, args.user, as_json=args.json, out=sys.stdout)
-    return await admin_list(settings, out=sys.stdout)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -181,16 +123,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         level = "ERROR"  # the conversation owns the terminal; the LLM hint is printed anyway
     if args.command == "run" and not os.environ.get("BUTLER_LOG_LEVEL"):
         level = "INFO"  # a service: say what it serves and when it stops
-    logging.basicConfig(
-        level=level,
-        stream=sys.stderr,
-        format="%(asctime)s %(levelname)s %(name)s %(message)s",
-    )
+    configure_logging(level=level, fmt=settings.log_format, salt=settings.log_salt)
     logging.getLogger("aiogram").setLevel(max(logging.WARNING, logging.getLevelName(level)))
     tune_gc()
     provider = configure_tracing()
     try:
-        return asyncio.run(_command(args, settings))
+        if args.command == "chat":
+            return asyncio.run(chat(settings, args.user, sys.stdin, sys.stdout))
+        if args.command == "run":
+            return asyncio.run(run(settings))
+        return asyncio.run(run_admin(settings, args, sys.stdout))
     except ButlerError as exc:
         print(f"butler: {exc}", file=sys.stderr)
         return 1

@@ -62,6 +62,11 @@ class Settings:
     actors: ActorSettings = ActorSettings()
     log_level: str = "WARNING"
     telegram: TelegramSettings = TelegramSettings()
+    log_format: str = "text"
+    log_salt: str = field(default="", repr=False)
+    admin_addr: tuple[str, int] = ("127.0.0.1", 8081)
+    admin_token: str = field(default="", repr=False)
+    admin_url: str = "http://127.0.0.1:8081"
 
     @property
     def sqlite_path(self) -> Path | None:
@@ -120,6 +125,11 @@ class Settings:
             ),
             log_level=get.str("BUTLER_LOG_LEVEL", "WARNING").upper(),
             telegram=_telegram(get),
+            log_format=_choice(env, "BUTLER_LOG_FORMAT", ("text", "json")),
+            log_salt=get.str("BUTLER_LOG_SALT", ""),
+            admin_addr=_host_port(get.str("BUTLER_ADMIN_ADDR", "127.0.0.1:8081")),
+            admin_token=get.str("BUTLER_ADMIN_TOKEN", ""),
+            admin_url=get.str("BUTLER_ADMIN_URL", "http://127.0.0.1:8081").rstrip("/"),
         )
 
 
@@ -152,6 +162,21 @@ def _telegram(get: _Reader) -> TelegramSettings:
         polling_timeout_s=get.int("BUTLER_TELEGRAM_POLL_TIMEOUT_S", 25, minimum=0),
         voice_max_seconds=get.int("BUTLER_VOICE_MAX_SECONDS", 300),
     )
+
+
+def _choice(env: Mapping[str, str], name: str, allowed: tuple[str, ...]) -> str:
+    value = env.get(name, "").strip().lower() or allowed[0]
+    if value not in allowed:
+        raise SettingsError(f"{name}: one of {', '.join(allowed)}, got {value!r}")
+    return value
+
+
+def _host_port(raw: str) -> tuple[str, int]:
+    """`host:port` (`[v6]:port` for IPv6) as a pair."""
+    host, sep, port = raw.rpartition(":")
+    if not sep or not port.isdigit() or not 0 < int(port) < 65536:
+        raise SettingsError(f"BUTLER_ADMIN_ADDR: expected host:port, got {raw!r}")
+    return host.strip("[]") or "127.0.0.1", int(port)
 
 
 @dataclass(frozen=True, slots=True)

@@ -15,7 +15,7 @@ from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter
 from prometheus_client import CollectorRegistry, Counter, Histogram
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from actors.observe import (
@@ -227,7 +227,7 @@ class ActorCollector(Collector):
     def __init__(self, registry: Registry) -> None:
         self._registry = registry
 
-    def collect(self) -> Iterator[GaugeMetricFamily]:
+    def collect(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
         states = GaugeMetricFamily("butler_actors", "Live actors by state.", labels=["state"])
         for phase, count in self._registry.count_by_phase().items():
             states.add_metric([phase.value], count)
@@ -239,6 +239,26 @@ class ActorCollector(Collector):
         yield GaugeMetricFamily(
             "butler_mailbox_depth_max", "Deepest mailbox right now.", value=max(depths, default=0)
         )
+        views = self._registry.views()
+        yield GaugeMetricFamily(
+            "butler_actor_turn_age_max_seconds",
+            "Age of the oldest turn in flight (0 when no turn runs).",
+            value=max((v.turn_age_s or 0.0 for v in views), default=0.0),
+        )
+        yield GaugeMetricFamily(
+            "butler_actor_messages_per_hour_max",
+            "Messages the busiest live user sent in the trailing hour (no user label).",
+            value=max((v.messages_per_hour for v in views), default=0.0),
+        )
+        feed = self._registry.feed
+        yield GaugeMetricFamily(
+            "butler_admin_subscribers", "Open admin event streams.", value=len(feed)
+        )
+        yield CounterMetricFamily(
+            "butler_admin_subscribers_dropped",
+            "Admin event streams dropped because the client read too slowly.",
+            value=feed.dropped_total,
+        )
 
-    def describe(self) -> Iterator[GaugeMetricFamily]:
+    def describe(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
         return iter(())

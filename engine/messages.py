@@ -2,9 +2,21 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from datetime import datetime
 
-from engine.domain import MemoryEvent
+from engine.domain import (
+    LANGUAGES,
+    MAX_PERSONA_CHARS,
+    MAX_TOPIC_CHARS,
+    MAX_TOPICS,
+    TONES,
+    InvalidProfileError,
+    Language,
+    MemoryEvent,
+    Tone,
+    UserProfile,
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,8 +45,55 @@ class CompressMemory:
 
 @dataclass(frozen=True, slots=True)
 class ResetActor:
-    """Leave degraded, forget the breaker and backoff (an operator's reset)."""
+    """Leave degraded, forget the breaker and backoff (an operator's reset).
+
+    With `erase`, also delete the user's profile and every stored event (seed TL-06 reset).
+    """
+
+    erase: bool = False
 
 
-Command = HandleText | HandleVoice | CompressMemory | ResetActor
+@dataclass(frozen=True, slots=True)
+class UpdateProfile:
+    """Change some profile fields (None keeps a field); validated when built.
+
+    Raises:
+        InvalidProfileError: a field is outside its allowed values, or nothing is changed.
+    """
+
+    persona: str | None = None
+    tone: Tone | None = None
+    language: Language | None = None
+    topics: tuple[str, ...] | None = None
+
+    def __post_init__(self) -> None:
+        if (self.persona, self.tone, self.language, self.topics) == (None, None, None, None):
+            raise InvalidProfileError("nothing to update")
+        if self.persona is not None and not 0 < len(self.persona.strip()) <= MAX_PERSONA_CHARS:
+            raise InvalidProfileError(f"persona must be 1..{MAX_PERSONA_CHARS} characters")
+        if self.tone is not None and self.tone not in TONES:
+            raise InvalidProfileError(f"tone must be one of {TONES}")
+        if self.language is not None and self.language not in LANGUAGES:
+            raise InvalidProfileError(f"language must be one of {LANGUAGES}")
+        if self.topics is not None and (
+            len(self.topics) > MAX_TOPICS
+            or any(not t.strip() or len(t) > MAX_TOPIC_CHARS for t in self.topics)
+        ):
+            raise InvalidProfileError(
+                f"at most {MAX_TOPICS} topics of 1..{MAX_TOPIC_CHARS} characters"
+            )
+
+    def apply(self, profile: UserProfile, now: datetime) -> UserProfile:
+        """`profile` with the given fields changed."""
+        return replace(
+            profile,
+            persona=profile.persona if self.persona is None else self.persona.strip(),
+            tone=profile.tone if self.tone is None else self.tone,
+            language=profile.language if self.language is None else self.language,
+            preferred_topics=profile.preferred_topics if self.topics is None else self.topics,
+            updated_at=now,
+        )
+
+
+Command = HandleText | HandleVoice | CompressMemory | ResetActor | UpdateProfile
 UserMessage = HandleText | HandleVoice

@@ -18,7 +18,7 @@ import logging
 import secrets
 import signal
 from collections.abc import Awaitable, Callable, Sequence
-from contextlib import suppress
+from contextlib import AbstractAsyncContextManager, AsyncExitStack, suppress
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
@@ -281,11 +281,13 @@ async def serve_telegram(
     stop: asyncio.Event | None = None,
     session: AiohttpSession | None = None,
     on_ready: Callable[[App], None] | None = None,
+    around: Callable[[App], AbstractAsyncContextManager[object]] | None = None,
     **app_overrides: Any,
 ) -> None:
     """Run the bot until `stop` (SIGTERM/SIGINT when not given), then drain and exit.
 
-    `app_overrides` go to `open_app` (tests pass fakes behind ports).
+    `around(app)` is entered once the engine runs and left before it drains (the admin
+    server); `app_overrides` go to `open_app` (tests pass fakes behind ports).
     """
     tg = settings.telegram
     if not tg.token:
@@ -310,9 +312,18 @@ async def serve_telegram(
         except TelegramNetworkError as exc:
             raise TelegramUnavailable(f"cannot reach the Bot API server: {exc.message}") from exc
         log.info("serving Telegram bot @%s", me.username)
-        async with open_app(
-            settings=settings, sink=sink, metrics=metrics_registry, recover=True, **app_overrides
-        ) as app:
+        async with (
+            open_app(
+                settings=settings,
+                sink=sink,
+                metrics=metrics_registry,
+                recover=True,
+                **app_overrides,
+            ) as app,
+            AsyncExitStack() as stack,
+        ):
+            if around is not None:
+                await stack.enter_async_context(around(app))
             door = FrontDoor(
                 registry=app.registry,
                 store=app.store,

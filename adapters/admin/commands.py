@@ -1,0 +1,214 @@
+"""`butler admin list|show|reset|update`: through the running service's admin API, or on the
+store directly when no service answers (said on stderr), so live actors stay coherent."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Awaitable, Callable
+from dataclasses import asdict
+from datetime import datetime
+from typing import Any, TextIO
+
+from adapters.admin.client import AdminClient, AdminRequestFailed, ServiceUnreachable
+from adapters.admin.views import profile_json
+from adapters.app import open_store
+from adapters.settings import Settings
+from engine.domain import InvalidProfileError
+from engine.messages import UpdateProfile
+
+
+def add_admin_parser(commands: Any) -> None:
+    """The `admin` sub-command and its four verbs."""
+    admin = commands.add_parser(
+        "admin", help="inspect and manage users (via the service, else the store)"
+    )
+    verbs = admin.add_subparsers(dest="admin_command", required=True)
+    show = verbs.add_parser("show", help="one user's profile, memory size and live state")
+    show.add_argument("user")
+    show.add_argument("--json", action="store_true", help="machine-readable output")
+    verbs.add_parser("list", help="all profiles")
+    reset = verbs.add_parser("reset", help="reset a user's actor (leave degraded)")
+    reset.add_argument("user")
+    reset.add_argument(
+        "--erase", action="store_true", help="also delete the profile and every stored event"
+    )
+    update = verbs.add_parser("update", help="change profile fields")
+    update.add_argument("user")
+    update.add_argument("--persona")
+    update.add_argument("--tone", choices=("witty", "formal", "casual"))
+    update.add_argument("--language", choices=("ru", "en"))
+    update.add_argument("--topics", help="comma-separated preferred topics ('' clears them)")
+
+
+async def run_admin(settings: Settings, args: argparse.Namespace, out: TextIO) -> int:
+    """Run one admin verb; 0 on success, 1 on a refused or failed request."""
+    verb: str = args.admin_command
+    try:
+        body = _update_body(args) if verb == "update" else None
+    except InvalidProfileError as exc:
+        print(f"butler: {exc}", file=sys.stderr)
+        return 2
+    try:
+        async with AdminClient(settings.admin_url, settings.admin_token) as client:
+            return await _online(client, verb, args, body, out)
+    except ServiceUnreachable:
+        print(
+            f"butler: no service answers at {settings.admin_url}; using the store directly",
+            file=sys.stderr,
+        )
+    except AdminRequestFailed as exc:
+        print(f"butler: {exc}", file=sys.stderr)
+        return 1
+    offline: dict[str, Callable[[], Awaitable[int]]] = {
+        "show": lambda: show_from_store(settings, args.user, as_json=args.json, out=out),
+        "list": lambda: list_from_store(settings, out=out),
+        "reset": lambda: reset_in_store(settings, args.user, erase=args.erase, out=out),
+        "update": lambda: update_in_store(settings, args.user, body or {}, out=out),
+    }
+    return await offline[verb]()
+
+
+def _update_body(args: argparse.Namespace) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        k: getattr(args, k) for k in ("persona", "tone", "language") if getattr(args, k)
+    }
+    if args.topics is not None:
+        body["topics"] = [t.strip() for t in args.topics.split(",") if t.strip()]
+    update_from(body)  # validates before anything is sent or written
+    return body
+
+
+def update_from(body: dict[str, Any]) -> UpdateProfile:
+    """The `UpdateProfile` command a JSON body asks for.
+
+    Raises:
+        InvalidProfileError: a field is outside its allowed values, or nothing is changed.
+    """
+    topics = body.get("topics")
+    return UpdateProfile(
+        persona=body.get("persona"),
+        tone=body.get("tone"),
+        language=body.get("language"),
+        topics=None if topics is None else tuple(topics),
+    )
+
+
+async def _online(
+    client: AdminClient, verb: str, args: argparse.Namespace, body: Any, out: TextIO
+) -> int:
+    if verb == "list":
+        after = ""
+        while True:
+            page = await client.call("GET", f"/admin/profiles?after={after}")
+            for p in page["profiles"]:
+                _print_row(p, out)
+            if page["next_after"] is None:
+                return 0
+            after = page["next_after"]
+    if verb == "show":
+        _print_show(await client.call("GET", f"/admin/actors/{args.user}"), args.json, out)
+    elif verb == "reset":
+        data = await client.call("POST", f"/admin/actors/{args.user}/reset", {"erase": args.erase})
+        print(json.dumps(data, ensure_ascii=False), file=out)
+    else:
+        data = await client.call("PATCH", f"/admin/profiles/{args.user}", body)
+        print(json.dumps(data["profile"], ensure_ascii=False), file=out)
+    return 0
+
+
+def _print_row(p: dict[str, Any], out: TextIO) -> None:
+    state = p.get("state", "passive")
+    summary = len(p["memory_summary"])
+    print(f"{p['user_id']}\t{p['language']}\t{p['tone']}\t{summary}\t{state}", file=out)
+
+
+def _print_show(data: dict[str, Any], as_json: bool, out: TextIO) -> None:
+    if as_json:
+        print(json.dumps(data, ensure_ascii=False), file=out)
+        return
+    for key, value in (data.get("profile") or {}).items():
+        print(f"{key:>20}: {value}", file=out)
+    for key in ("state", "memory_events", "summary_age_s", "mailbox_depth", "transitions"):
+        if key in data:
+            print(f"{key:>20}: {data[key]}", file=out)
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if isinstance(value, tuple):
+        return list(value)
+    return value
+
+
+async def show_from_store(settings: Settings, user_id: str, *, as_json: bool, out: TextIO) -> int:
+    """Print a user's profile and memory size straight from the store."""
+    store = await open_store(settings)
+    try:
+        profile = await store.get_profile(user_id)
+        context = await store.load_turn(user_id, limit=0, before="\uffff")
+    finally:
+        await store.close()
+    if profile is None:
+        print(f"butler: no user {user_id!r} in {settings.store}", file=sys.stderr)
+        return 1
+    data: dict[str, Any] = {
+        "user_id": user_id,
+        "state": "idle",  # no service holds this actor: it activates idle
+        "memory_events": context.memory.total_events,
+        "profile": {k: _jsonable(v) for k, v in asdict(profile).items()},
+    }
+    _print_show(data, as_json, out)
+    return 0
+
+
+async def list_from_store(settings: Settings, *, out: TextIO) -> int:
+    """Print every profile: user id, language, tone, summary length, state."""
+    store = await open_store(settings)
+    try:
+        after = ""
+        while True:
+            page = await store.list_profiles(limit=500, after=after)
+            for p in page:
+                _print_row({**profile_json(p), "state": "passive"}, out)
+            if len(page) < 500:
+                return 0
+            after = page[-1].user_id
+    finally:
+        await store.close()
+
+
+async def reset_in_store(settings: Settings, user_id: str, *, erase: bool, out: TextIO) -> int:
+    """No actor is live without the service: only `--erase` has something to do."""
+    store = await open_store(settings)
+    try:
+        if await store.get_profile(user_id) is None:
+            print(f"butler: no user {user_id!r} in {settings.store}", file=sys.stderr)
+            return 1
+        if erase:
+            await store.erase_user(user_id)
+    finally:
+        await store.close()
+    print(json.dumps({"reset": True, "erased": erase, "state": "passive"}), file=out)
+    return 0
+
+
+async def update_in_store(
+    settings: Settings, user_id: str, body: dict[str, Any], *, out: TextIO
+) -> int:
+    """Apply a profile update to the stored profile."""
+    update = update_from(body)
+    store = await open_store(settings)
+    try:
+        profile = await store.get_profile(user_id)
+        if profile is None:
+            print(f"butler: no user {user_id!r} in {settings.store}", file=sys.stderr)
+            return 1
+        profile = update.apply(profile, datetime.now().astimezone())
+        await store.save_profile(profile)
+    finally:
+        await store.close()
+    print(json.dumps(profile_json(profile), ensure_ascii=False), file=out)
+    return 0

@@ -1,0 +1,77 @@
+"""JSON shapes of the admin API: actors, transitions, profiles and the state machine."""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from datetime import datetime, timedelta
+from typing import Any
+
+from actors.history import TransitionRecord
+from actors.registry import ActorView, Registry
+from engine.domain import UserProfile
+from engine.lifecycle import INITIAL, TABLE, Phase
+from engine.ports import Clock
+from specs.diagram import mermaid
+
+
+def wall_time(clock: Clock, monotonic_at: float) -> str:
+    """The wall-clock ISO time of a monotonic timestamp of `clock`."""
+    delta = timedelta(seconds=clock.monotonic() - monotonic_at)
+    return (clock.now() - delta).isoformat(timespec="milliseconds")
+
+
+def transition_json(clock: Clock, r: TransitionRecord) -> dict[str, Any]:
+    return {
+        "user_id": r.user_id,
+        "at": wall_time(clock, r.at),
+        "from": r.source.value,
+        "to": r.dest.value,
+        "trigger": r.trigger.value,
+        "trace_id": format(r.trace_id, "032x") if r.trace_id else None,
+    }
+
+
+def actor_json(clock: Clock, v: ActorView) -> dict[str, Any]:
+    last = None
+    if v.last_transition is not None:
+        at, source, dest, trigger = v.last_transition
+        last = {"at": wall_time(clock, at), "from": source, "to": dest, "trigger": trigger}
+    return {
+        "user_id": v.user_id,
+        "state": v.state,
+        "mailbox_depth": v.mailbox_depth,
+        "turn_age_s": None if v.turn_age_s is None else round(v.turn_age_s, 3),
+        "idle_s": round(v.idle_s, 3),
+        "last_transition": last,
+        "transitions": v.transitions,
+        "messages": v.messages,
+    }
+
+
+def profile_json(p: UserProfile) -> dict[str, Any]:
+    data = asdict(p)
+    for key, value in data.items():
+        if isinstance(value, datetime):
+            data[key] = value.isoformat()
+        elif isinstance(value, tuple):
+            data[key] = list(value)
+    return data
+
+
+def machine_json(registry: Registry) -> dict[str, Any]:
+    """The lifecycle table with the number of live actors in each state."""
+    counts = registry.count_by_phase()
+    return {
+        "initial": INITIAL.value,
+        "states": [{"state": p.value, "count": counts[p]} for p in Phase],
+        "transitions": [
+            {
+                "from": t.source.value,
+                "to": t.dest.value,
+                "trigger": t.trigger.value,
+                "guard": t.guard or (f"not {t.unless}" if t.unless else ""),
+            }
+            for t in TABLE
+        ],
+        "mermaid": mermaid(),
+    }

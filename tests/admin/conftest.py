@@ -1,0 +1,60 @@
+"""A running engine over fakes with the admin server on a free loopback port."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+
+from adapters.admin.server import serve_admin
+from adapters.app import App, open_app
+from adapters.settings import Settings
+from tests.fakes import CollectingSink, MemoryStore, ScriptedLLM
+
+TOKEN = "s3cret-admin-token"
+
+
+@dataclass
+class Admin:
+    app: App
+    url: str
+    store: MemoryStore
+    llm: ScriptedLLM
+    sink: CollectingSink
+    http: aiohttp.ClientSession
+
+    def auth(self, token: str = TOKEN) -> dict[str, str]:
+        return {"Authorization": f"Bearer {token}"}
+
+    async def get(self, path: str) -> tuple[int, dict[str, Any]]:
+        async with self.http.get(self.url + path, headers=self.auth()) as res:
+            return res.status, await res.json()
+
+    async def send(self, method: str, path: str, body: object = None) -> tuple[int, dict[str, Any]]:
+        async with self.http.request(
+            method, self.url + path, json=body, headers=self.auth()
+        ) as res:
+            return res.status, await res.json()
+
+
+def admin_settings(tmp_path: Path, **changes: object) -> Settings:
+    base = Settings.from_env({"BUTLER_DATA_DIR": str(tmp_path)})
+    fields: dict[str, object] = {"admin_addr": ("127.0.0.1", 0), "admin_token": TOKEN}
+    return dataclasses.replace(base, **{**fields, **changes})  # type: ignore[arg-type]
+
+
+@pytest.fixture
+async def admin(tmp_path: Path) -> AsyncIterator[Admin]:
+    settings = admin_settings(tmp_path)
+    store, llm, sink = MemoryStore(), ScriptedLLM(), CollectingSink()
+    async with (
+        open_app(settings=settings, sink=sink, store=store, llm=llm) as app,
+        serve_admin(app, settings) as url,
+        aiohttp.ClientSession() as http,
+    ):
+        yield Admin(app, url, store, llm, sink, http)

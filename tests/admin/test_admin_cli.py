@@ -1,0 +1,117 @@
+"""`butler admin list|show|reset|update` through the admin API, and on the store without it."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import io
+import json
+import socket
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from adapters.admin.commands import add_admin_parser, run_admin
+from adapters.app import open_store
+from adapters.settings import Settings
+from engine.domain import UserProfile
+from tests.admin.conftest import TOKEN, Admin, admin_settings
+
+pytestmark = pytest.mark.anyio
+
+
+def parse(*argv: str) -> argparse.Namespace:
+    parser = argparse.ArgumentParser()
+    add_admin_parser(parser.add_subparsers(dest="command"))
+    return parser.parse_args(["admin", *argv])
+
+
+async def run(settings: Settings, *argv: str) -> tuple[int, str]:
+    out = io.StringIO()
+    code = await run_admin(settings, parse(*argv), out)
+    return code, out.getvalue()
+
+
+def online(admin: Admin, token: str = TOKEN) -> Settings:
+    return dataclasses.replace(admin.app.settings, admin_url=admin.url, admin_token=token)
+
+
+async def test_commands_go_through_the_running_service(
+    admin: Admin, capsys: pytest.CaptureFixture[str]
+) -> None:
+    await admin.app.registry.tell_text("alice", "Добрый вечер")
+    await admin.sink.wait_for(1)
+    settings = online(admin)
+    code, out = await run(settings, "list")
+    assert (code, out) == (0, "alice\tru\twitty\t0\tidle\n")
+    code, out = await run(settings, "show", "alice", "--json")
+    shown = json.loads(out)
+    assert shown["live"] is True
+    assert shown["history"][0]["trigger"] == "hear_text"
+    code, out = await run(settings, "update", "alice", "--tone", "formal", "--topics", "tea, jazz")
+    assert code == 0
+    assert json.loads(out)["preferred_topics"] == ["tea", "jazz"]
+    assert admin.store.profiles["alice"].tone == "formal"
+    code, out = await run(settings, "reset", "alice")
+    assert json.loads(out) == {"reset": True, "erased": False, "state": "idle"}
+    code, out = await run(settings, "show", "alice")
+    assert "formal" in out
+    assert capsys.readouterr().err == ""  # nothing fell back to the store
+
+
+async def test_a_wrong_token_is_an_error_not_a_fallback(
+    admin: Admin, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, _ = await run(online(admin, token="wrong"), "list")
+    assert code == 1
+    assert "401" in capsys.readouterr().err
+
+
+async def test_unknown_user_is_reported(admin: Admin, capsys: pytest.CaptureFixture[str]) -> None:
+    code, _ = await run(online(admin), "reset", "ghost")
+    assert code == 1
+    assert "404" in capsys.readouterr().err
+
+
+async def test_invalid_update_is_refused_before_anything_is_sent(
+    admin: Admin, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, _ = await run(online(admin), "update", "alice")
+    assert code == 2
+    assert "nothing to update" in capsys.readouterr().err
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+async def test_without_a_service_the_store_is_used(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    settings = dataclasses.replace(
+        admin_settings(tmp_path), admin_url=f"http://127.0.0.1:{free_port()}"
+    )
+    store = await open_store(settings)
+    now = datetime.now(UTC)
+    await store.save_profile(UserProfile.new("bob", now))
+    await store.save_profile(UserProfile.new("carol", now, "en"))
+    await store.close()
+
+    code, out = await run(settings, "list")
+    assert (code, out) == (0, "bob\tru\twitty\t0\tpassive\ncarol\ten\twitty\t0\tpassive\n")
+    assert "using the store directly" in capsys.readouterr().err
+    code, out = await run(settings, "update", "bob", "--persona", "Jeeves", "--language", "en")
+    assert json.loads(out)["persona"] == "Jeeves"
+    code, out = await run(settings, "show", "bob", "--json")
+    assert json.loads(out)["profile"]["language"] == "en"
+    code, out = await run(settings, "reset", "carol", "--erase")
+    assert json.loads(out)["erased"] is True
+    code, _ = await run(settings, "show", "carol")
+    assert code == 1
+    code, _ = await run(settings, "reset", "carol")
+    assert code == 1
+    code, _ = await run(settings, "update", "carol", "--tone", "casual")
+    assert code == 1

@@ -1,0 +1,150 @@
+"""The ops files hold together: compose references, documented env, dashboards and alerts that
+use only metrics the service exports (scraped from a running app) or the documented others."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+import yaml
+from prometheus_client.parser import text_string_to_metric_families
+
+from adapters.admin.server import serve_admin
+from adapters.app import open_app
+from tests.admin.conftest import admin_settings
+from tests.fakes import CollectingSink, MemoryStore, ScriptedLLM
+from tests.support.tools import ROOT
+
+OPS = ROOT / "ops"
+METRIC = re.compile(r"\b((?:personalized|user|butler)_[a-z0-9_]+|up)\b(?!\s*\()")
+SUFFIXES = ("_bucket", "_sum", "_count")
+
+
+def compose() -> dict[str, Any]:
+    loaded: dict[str, Any] = yaml.safe_load((OPS / "compose.yaml").read_text())
+    return loaded
+
+
+def test_compose_services_and_their_files() -> None:
+    services = compose()["services"]
+    assert set(services) == {"butler", "mongo", "llm", "jaeger", "prometheus", "grafana"}
+    assert services["mongo"]["image"] == "mongo:7"
+    assert (OPS / ".." / services["butler"]["build"]["dockerfile"]).resolve().is_file()
+    for name, service in services.items():
+        for volume in service.get("volumes", []):
+            source = volume.split(":")[0]
+            if source.startswith("."):
+                path = OPS / source
+                if name != "llm":  # the model is the operator's to put there
+                    assert path.exists(), f"{name}: {source} is missing"
+    env = services["butler"]["environment"]
+    assert env["BUTLER_STORE"].startswith("mongodb://mongo:27017/")
+    assert env["OTEL_EXPORTER_OTLP_ENDPOINT"] == "http://jaeger:4318"
+    assert env["BUTLER_LLM_URL"] == "http://llm:8080/v1"
+    assert "4318" in " ".join(services["jaeger"]["ports"])
+
+
+def test_every_compose_variable_is_documented() -> None:
+    docs = (ROOT / "README.md").read_text(encoding="utf-8") + (OPS / "RUNBOOK.md").read_text(
+        encoding="utf-8"
+    )
+    for name, service in compose()["services"].items():
+        for variable in service.get("environment", {}):
+            assert f"`{variable}`" in docs, f"{name}: {variable} is not documented"
+
+
+def test_butler_variables_are_in_the_readme_config_table() -> None:
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    table = "\n".join(line for line in readme.splitlines() if line.startswith("| `"))
+    for variable in compose()["services"]["butler"]["environment"]:
+        if variable.startswith("BUTLER_"):
+            assert f"`{variable}`" in table, variable
+
+
+def dashboards() -> dict[str, dict[str, Any]]:
+    return {
+        p.name: json.loads(p.read_text(encoding="utf-8"))
+        for p in sorted((OPS / "grafana" / "dashboards").glob("*.json"))
+    }
+
+
+def test_dashboards_are_valid_and_provisioned() -> None:
+    boards = dashboards()
+    assert set(boards) == {"latency.json", "errors.json", "memory.json", "actors.json"}
+    uids = [b["uid"] for b in boards.values()]
+    assert len(set(uids)) == len(uids)
+    for name, board in boards.items():
+        assert board["title"], name
+        assert board["panels"], name
+        ids = [p["id"] for p in board["panels"]]
+        assert len(set(ids)) == len(ids), name
+        for panel in board["panels"]:
+            assert panel["targets"], (name, panel["title"])
+            assert all(t["expr"].strip() for t in panel["targets"])
+    provider = yaml.safe_load(
+        (OPS / "grafana" / "provisioning" / "dashboards" / "dashboards.yml").read_text()
+    )
+    mount = {v.split(":")[1]: v.split(":")[0] for v in compose()["services"]["grafana"]["volumes"]}
+    path = provider["providers"][0]["options"]["path"]
+    assert mount[path] == "./grafana/dashboards"
+
+
+def used_metrics() -> dict[str, set[str]]:
+    """Metric names in every dashboard query and alert expression, by where they are used."""
+    used: dict[str, set[str]] = {}
+    for name, board in dashboards().items():
+        for panel in board["panels"]:
+            for target in panel["targets"]:
+                expr = re.sub(r"\{[^}]*\}", "", target["expr"])  # label values are not names
+                used.setdefault(name, set()).update(METRIC.findall(expr))
+    for rules in sorted((OPS / "prometheus" / "rules").glob("*.yml")):
+        for group in yaml.safe_load(rules.read_text())["groups"]:
+            for rule in group["rules"]:
+                expr = re.sub(r"\{[^}]*\}", "", rule["expr"])
+                used.setdefault(rules.name, set()).update(METRIC.findall(expr))
+    return used
+
+
+def base(name: str) -> str:
+    for suffix in SUFFIXES:
+        if name.endswith(suffix):
+            return name.removesuffix(suffix)
+    return name
+
+
+def documented() -> tuple[set[str], set[str]]:
+    """(metrics the service exports, metrics of other components) as docs/metrics.md lists."""
+    text = (ROOT / "docs" / "metrics.md").read_text(encoding="utf-8")
+    own, _, others = text.partition("## From other components")
+    pattern = re.compile(r"^\| `([a-z_]+)`", re.MULTILINE)
+    return set(pattern.findall(own)), set(pattern.findall(others.split("## Alerts")[0]))
+
+
+@pytest.mark.anyio
+async def test_dashboards_and_alerts_use_exported_or_documented_metrics(tmp_path: Path) -> None:
+    settings = admin_settings(tmp_path)
+    sink = CollectingSink()
+    async with (
+        open_app(settings=settings, sink=sink, store=MemoryStore(), llm=ScriptedLLM()) as app,
+        serve_admin(app, settings) as url,
+        aiohttp.ClientSession() as http,
+    ):
+        await app.registry.tell_text("alice", "Добрый вечер")
+        await sink.wait_for(1)
+        async with http.get(url + "/metrics") as res:
+            body = await res.text()
+    exported = set()
+    for family in text_string_to_metric_families(body):
+        name = family.name + ("_total" if family.type == "counter" else "")
+        exported.add(name)
+    exported = {m for m in exported if not m.startswith(("python_", "process_"))}
+    exported = {m for m in exported if not m.endswith("_created")}  # counter timestamps
+    own, others = documented()
+    assert exported == own, "docs/metrics.md and /metrics differ"
+    for where, names in used_metrics().items():
+        unknown = {base(n) for n in names} - exported - others
+        assert not unknown, f"{where} uses metrics nobody exports: {sorted(unknown)}"
