@@ -123,6 +123,7 @@ class Registry:
     def _event(self, actor: UserActor, text: str, source: Source) -> MemoryEvent:
         deps = self._deps
         event_id, stamp = deps.ids.next(deps.clock.now())
+        text = deps.settings.memory_text(text)  # the one entry point of user text
         return MemoryEvent(
             id=event_id,
             user_id=actor.user_id,

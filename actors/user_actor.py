@@ -268,9 +268,8 @@ class UserActor:
                 cmd.event, text, "voice_rejected", Trigger.TRANSCRIPTION_FAILED, envelope
             )
             return
-        event = replace(
-            cmd.event, content=transcript.text, tokens=deps.counter.count(transcript.text)
-        )
+        heard = deps.settings.memory_text(transcript.text)
+        event = replace(cmd.event, content=heard, tokens=deps.counter.count(heard))
         await self._store([event])
         self._owed = event
         self._fire(Trigger.TRANSCRIBED)
@@ -317,14 +316,15 @@ class UserActor:
         """Store the reply, settle the lifecycle, then hand the reply over."""
         deps = self.deps
         reply_id, stamp = deps.ids.next(deps.clock.now())
+        kept = deps.settings.memory_text(text)  # the user still gets the reply as written
         reply = MemoryEvent(
             id=reply_id,
             user_id=self.user_id,
             role="assistant",
-            content=text,
+            content=kept,
             source=event.source,
             created_at=stamp,
-            tokens=deps.counter.count(text),
+            tokens=deps.counter.count(kept),
             reply_to=event.id,
         )
         await self._store([reply])

@@ -15,6 +15,7 @@ from typing import Any, TextIO
 
 from actors.registry import Registry, Rejected
 from adapters.app import open_app, open_store, tune_gc
+from adapters.redaction import install_log_redaction
 from adapters.settings import Settings, SettingsError
 from adapters.telemetry import configure_tracing
 from engine.errors import ButlerError
@@ -164,6 +165,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         stream=sys.stderr,
         format="%(asctime)s %(levelname)s %(name)s %(message)s",
     )
+    install_log_redaction()
     tune_gc()
     provider = configure_tracing()
     try:

@@ -99,6 +99,7 @@ class Settings:
                 idle_timeout_s=get.float("BUTLER_IDLE_TIMEOUT_S", 900.0),
                 breaker_cooldown_s=get.float("BUTLER_LLM_COOLDOWN_S", 30.0),
                 llm_deadline_s=get.float("BUTLER_LLM_DEADLINE_S", 120.0),
+                redact_memory=get.flag("BUTLER_REDACT_MEMORY"),
             ),
             log_level=get.str("BUTLER_LOG_LEVEL", "WARNING").upper(),
         )
@@ -121,6 +122,14 @@ class _Reader:
         if value < minimum:
             raise SettingsError(f"{name}: must be at least {minimum}")
         return value
+
+    def flag(self, name: builtins.str) -> bool:
+        raw = self.env.get(name, "").strip().lower()
+        if raw in {"", "0", "false", "no", "off"}:
+            return False
+        if raw in {"1", "true", "yes", "on"}:
+            return True
+        raise SettingsError(f"{name}: expected 1/0, true/false, yes/no or on/off, got {raw!r}")
 
     def float(self, name: builtins.str, default: float) -> float:
         raw = self.env.get(name, "").strip()

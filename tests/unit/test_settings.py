@@ -127,3 +127,16 @@ def test_sqlite_path(store: str, path: Path) -> None:
 @pytest.mark.parametrize("store", ["mongodb://db:27017/butler", "mongodb+srv://c.example/b"])
 def test_mongodb_has_no_sqlite_path(store: str) -> None:
     assert Settings(data_dir=Path("/d"), store=store).sqlite_path is None
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"), [("", False), ("0", False), ("off", False), ("1", True), ("TRUE", True)]
+)
+def test_redact_memory_flag(value: str, expected: bool) -> None:
+    settings = Settings.from_env({"BUTLER_REDACT_MEMORY": value, "HOME": "/tmp"})
+    assert settings.actors.redact_memory is expected
+
+
+def test_bad_flag_names_its_variable() -> None:
+    with pytest.raises(SettingsError, match="BUTLER_REDACT_MEMORY"):
+        Settings.from_env({"BUTLER_REDACT_MEMORY": "maybe"})
