@@ -493,7 +493,13 @@ class UserActor:
         completion = await self._complete(request, deps.summarize.version)
         summary = completion.text.strip()
         limit = min(policy.summary_budget, deps.prompts.summary_body_budget(profile.language))
-        reason = compression.reject_reason(summary, profile.language, deps.counter, limit)
+        reason = compression.reject_reason(
+            summary,
+            profile.language,
+            deps.counter,
+            limit,
+            facts=compression.known_facts(profile),
+        )
         if reason is not None:
             if selection.covered:  # leftovers of an interrupted run are safe to delete
                 await deps.store.apply_summary(profile, selection.covered)
