@@ -120,6 +120,25 @@ class Registry:
             return Rejected(line("busy", actor.language))
         return Accepted("")
 
+    async def ask(self, user_id: str, command: Command) -> bool:
+        """Queue a non-message command and wait until the actor has handled it.
+
+        Returns:
+            False if the mailbox was full (nothing queued), True once handled.
+
+        Raises:
+            ShuttingDown: the registry is draining.
+        """
+        actor = await self._actor(user_id, None)
+        handled: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        envelope = Envelope(
+            command, otel_context.get_current(), self._deps.clock.monotonic(), handled=handled
+        )
+        if not actor.mailbox.offer(envelope):
+            return False
+        await handled
+        return True
+
     def _event(self, actor: UserActor, text: str, source: Source) -> MemoryEvent:
         deps = self._deps
         event_id, stamp = deps.ids.next(deps.clock.now())

@@ -68,6 +68,7 @@ class Envelope:
     context: Context | None
     accepted_at: float
     persisted: asyncio.Future[bool] | None = None
+    handled: asyncio.Future[None] | None = None  # resolved once the actor is done with it
 
     @property
     def event_id(self) -> str:
@@ -209,6 +210,8 @@ class UserActor:
             if token is not None:
                 otel_context.detach(token)
             self._owed = None
+            if envelope.handled is not None and not envelope.handled.done():
+                envelope.handled.set_result(None)
 
     async def _crashed(self, exc: Exception, envelope: Envelope) -> None:
         log.error(
@@ -443,7 +446,10 @@ class UserActor:
             return  # degraded: summarising needs the model; the policy retries later
         context = await deps.store.load_turn(self.user_id, limit=0, before="\uffff")
         profile = context.profile
-        if profile is not None and deps.policy.due(context.memory.total_events):
+        count = context.memory.total_events
+        if profile is not None and (
+            deps.policy.due(count) or (cmd.eager and count > deps.policy.keep_last)
+        ):
             await self._compress(profile)
 
     async def _maybe_compress(self, profile: UserProfile, event_count: int) -> None:

@@ -1,4 +1,4 @@
-"""The `butler` command line: `chat` with a user's actor, `admin` views of the store."""
+"""The `butler` command line: `chat` with a user's actor, `admin` views, the `worker`."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import json
 import logging
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Coroutine, Sequence
 from dataclasses import asdict
 from datetime import datetime
 from typing import Any, TextIO
@@ -18,6 +18,7 @@ from adapters.app import open_app, open_store, tune_gc
 from adapters.redaction import install_log_redaction
 from adapters.settings import Settings, SettingsError
 from adapters.telemetry import configure_tracing
+from adapters.worker_command import worker
 from engine.errors import ButlerError
 from engine.ports import OutgoingReply
 
@@ -146,7 +147,20 @@ def _parser() -> argparse.ArgumentParser:
     show.add_argument("user")
     show.add_argument("--json", action="store_true", help="machine-readable output")
     admin_cmds.add_parser("list", help="all profiles")
+    worker = commands.add_parser("worker", help="compress the memory of eligible users")
+    worker.add_argument("--once", action="store_true", help="one sweep, then exit (cron)")
+    worker.add_argument("--interval", type=float, metavar="S", help="seconds between sweeps")
     return parser
+
+
+def _command(args: argparse.Namespace, settings: Settings) -> Coroutine[Any, Any, int]:
+    if args.command == "chat":
+        return chat(settings, args.user, sys.stdin, sys.stdout)
+    if args.command == "worker":
+        return worker(settings, once=args.once, interval_s=args.interval)
+    if args.admin_command == "show":
+        return admin_show(settings, args.user, as_json=args.json, out=sys.stdout)
+    return admin_list(settings, out=sys.stdout)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -169,11 +183,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     tune_gc()
     provider = configure_tracing()
     try:
-        if args.command == "chat":
-            return asyncio.run(chat(settings, args.user, sys.stdin, sys.stdout))
-        if args.admin_command == "show":
-            return asyncio.run(admin_show(settings, args.user, as_json=args.json, out=sys.stdout))
-        return asyncio.run(admin_list(settings, out=sys.stdout))
+        return asyncio.run(_command(args, settings))
     except ButlerError as exc:
         print(f"butler: {exc}", file=sys.stderr)
         return 1

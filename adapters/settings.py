@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import builtins
+import importlib.util
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -13,6 +14,7 @@ from engine.compression import CompressionPolicy
 from engine.prompt import Budget
 
 DEFAULT_LLM_URL = "http://127.0.0.1:8080/v1"
+DEFAULT_ADMIN_URL = "http://127.0.0.1:8081"
 
 
 class SettingsError(ValueError):
@@ -44,6 +46,12 @@ class Settings:
     policy: CompressionPolicy = CompressionPolicy()
     actors: ActorSettings = ActorSettings()
     log_level: str = "WARNING"
+    llm_local_model: str = ""
+    worker_interval_s: float = 600.0
+    worker_idle_s: float = 3600.0
+    worker_metrics_file: str = ""
+    admin_url: str = DEFAULT_ADMIN_URL
+    admin_token: str = field(default="", repr=False)
 
     @property
     def sqlite_path(self) -> Path | None:
@@ -102,7 +110,30 @@ class Settings:
                 redact_memory=get.flag("BUTLER_REDACT_MEMORY"),
             ),
             log_level=get.str("BUTLER_LOG_LEVEL", "WARNING").upper(),
+            llm_local_model=_local_model(get.str("BUTLER_LLM_LOCAL_MODEL", "")),
+            worker_interval_s=get.float("BUTLER_WORKER_INTERVAL_S", 600.0),
+            worker_idle_s=get.float("BUTLER_WORKER_IDLE_S", 3600.0),
+            worker_metrics_file=get.str("BUTLER_WORKER_METRICS_FILE", ""),
+            admin_url=get.str("BUTLER_ADMIN_URL", DEFAULT_ADMIN_URL).rstrip("/"),
+            admin_token=get.str("BUTLER_ADMIN_TOKEN", ""),
         )
+
+
+def _local_model(path: str) -> str:
+    """A CTranslate2 model directory, checked now so a typo fails at start, not at fallback."""
+    if not path:
+        return ""
+    folder = Path(path).expanduser()
+    if not (folder / "model.bin").is_file() or not (folder / "tokenizer.json").is_file():
+        raise SettingsError(
+            f"BUTLER_LLM_LOCAL_MODEL: {folder} is not a CTranslate2 model directory "
+            "(model.bin and tokenizer.json expected; see the README on converting a model)"
+        )
+    if importlib.util.find_spec("ctranslate2") is None:
+        raise SettingsError(
+            "BUTLER_LLM_LOCAL_MODEL needs the local-llm extra: pip install 'butler[local-llm]'"
+        )
+    return str(folder)
 
 
 @dataclass(frozen=True, slots=True)
