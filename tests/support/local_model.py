@@ -66,7 +66,7 @@ def _convert(target: Path) -> None:
     config = loaded.config
     if hasattr(config, "quantization_config"):
         del config.quantization_config  # de-quantised already; lets save_pretrained run
-    model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)  # type: ignore[no-untyped-call]
     model.load_state_dict(loaded.state_dict())
     with tempfile.TemporaryDirectory(prefix="butler-hf-") as hf:
         model.save_pretrained(hf)
