@@ -14,6 +14,7 @@ from engine.compression import CompressionPolicy
 from engine.domain import EventIds
 from engine.ports import Clock, LanguageModel, ReplySink, Store, TokenCounter, Transcriber
 from engine.prompt import PromptBuilder, Template
+from engine.redact import redact
 
 
 @dataclass(frozen=True, slots=True)
@@ -28,6 +29,11 @@ class ActorSettings:
     llm_deadline_s: float = 120.0
     store_retry_s: float = 2.0
     store_retry_max_s: float = 60.0
+    redact_memory: bool = False  # PII is replaced before user text is stored or prompted
+
+    def memory_text(self, text: str) -> str:
+        """`text` as memory may hold it: redacted when `redact_memory` is on."""
+        return redact(text) if self.redact_memory else text
 
     def new_breaker(self) -> Breaker:
         return Breaker(self.breaker_cooldown_s, self.breaker_max_cooldown_s)

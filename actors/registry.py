@@ -201,9 +201,25 @@ class Registry:
             del self._erasing[user_id]
             gate.set()
 
+    async def ask_and_wait(self, user_id: str, command: Command) -> bool:
+        """Queue a non-message command and wait until the actor has handled it.
+
+        Returns:
+            False if the mailbox was full (nothing queued), True once handled.
+
+        Raises:
+            ShuttingDown: the registry is draining.
+        """
+        ticket, done = await self.ask(user_id, command)
+        if isinstance(ticket, Rejected):
+            return False
+        await done
+        return True
+
     def _event(self, actor: UserActor, text: str, source: Source) -> MemoryEvent:
         deps = self._deps
         event_id, stamp = deps.ids.next(deps.clock.now())
+        text = deps.settings.memory_text(text)  # the one entry point of user text
         return MemoryEvent(
             id=event_id,
             user_id=actor.user_id,

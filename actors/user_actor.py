@@ -341,9 +341,8 @@ class UserActor:
                 cmd.event, text, "voice_rejected", Trigger.TRANSCRIPTION_FAILED, envelope
             )
             return
-        event = replace(
-            cmd.event, content=transcript.text, tokens=deps.counter.count(transcript.text)
-        )
+        heard = deps.settings.memory_text(transcript.text)
+        event = replace(cmd.event, content=heard, tokens=deps.counter.count(heard))
         await self._store([event])
         self._owed = event
         self._fire(Trigger.TRANSCRIBED)
@@ -390,14 +389,15 @@ class UserActor:
         """Store the reply, settle the lifecycle, then hand the reply over."""
         deps = self.deps
         reply_id, stamp = deps.ids.next(deps.clock.now())
+        kept = deps.settings.memory_text(text)  # the user still gets the reply as written
         reply = MemoryEvent(
             id=reply_id,
             user_id=self.user_id,
             role="assistant",
-            content=text,
+            content=kept,
             source=event.source,
             created_at=stamp,
-            tokens=deps.counter.count(text),
+            tokens=deps.counter.count(kept),
             reply_to=event.id,
         )
         await self._store([reply])
@@ -523,7 +523,10 @@ class UserActor:
             return  # degraded: summarising needs the model; the policy retries later
         context = await deps.store.load_turn(self.user_id, limit=0, before="\uffff")
         profile = context.profile
-        if profile is not None and deps.policy.due(context.memory.total_events):
+        count = context.memory.total_events
+        if profile is not None and (
+            deps.policy.due(count) or (cmd.eager and count > deps.policy.keep_last)
+        ):
             await self._compress(profile)
 
     async def _maybe_compress(self, profile: UserProfile, event_count: int) -> None:
@@ -573,7 +576,13 @@ class UserActor:
         completion = await self._complete(request, deps.summarize.version)
         summary = completion.text.strip()
         limit = min(policy.summary_budget, deps.prompts.summary_body_budget(profile.language))
-        reason = compression.reject_reason(summary, profile.language, deps.counter, limit)
+        reason = compression.reject_reason(
+            summary,
+            profile.language,
+            deps.counter,
+            limit,
+            facts=compression.known_facts(profile),
+        )
         if reason is not None:
             if selection.covered:  # leftovers of an interrupted run are safe to delete
                 await deps.store.apply_summary(profile, selection.covered)

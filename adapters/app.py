@@ -94,9 +94,10 @@ def make_counter(settings: Settings) -> TokenCounter:
 
 
 def make_llm(settings: Settings) -> LanguageModel:
+    """The HTTP chain, then (with `BUTLER_LLM_LOCAL_MODEL`) the in-process model."""
     from adapters.llm.openai_http import LLMSettings, OpenAIChatModel
 
-    return OpenAIChatModel(
+    http = OpenAIChatModel(
         settings=LLMSettings(
             urls=settings.llm_urls,
             model=settings.llm_model,
@@ -107,6 +108,15 @@ def make_llm(settings: Settings) -> LanguageModel:
             retries=settings.llm_retries,
         )
     )
+    if not settings.llm_local_model:
+        return http
+    from pathlib import Path
+
+    from adapters.llm.chain import FallbackChain
+    from adapters.llm.ctranslate2_local import CTranslate2ChatModel, LocalModelSettings
+
+    local = CTranslate2ChatModel(LocalModelSettings(Path(settings.llm_local_model)))
+    return FallbackChain(http, local, primary_endpoints=len(settings.llm_urls))
 
 
 @asynccontextmanager

@@ -1,4 +1,4 @@
-"""The `butler` command line: `chat` with a user's actor, `admin` views of the store."""
+"""The `butler` command line: `chat` with a user's actor, `admin` views, the `worker`."""
 
 from __future__ import annotations
 
@@ -16,9 +16,11 @@ from actors.registry import Registry, Rejected
 from adapters.admin.commands import add_admin_parser, run_admin
 from adapters.app import open_app, tune_gc
 from adapters.logs import configure_logging
+from adapters.redaction import install_log_redaction
 from adapters.service import serve
 from adapters.settings import Settings, SettingsError
 from adapters.telemetry import configure_tracing
+from adapters.worker_command import worker
 from engine.errors import ButlerError
 from engine.ports import OutgoingReply
 
@@ -107,7 +109,20 @@ def _parser() -> argparse.ArgumentParser:
         help="serve the Telegram bot (long polling, or a webhook with BUTLER_WEBHOOK_URL) "
         "and the admin server",
     )
+    worker = commands.add_parser("worker", help="compress the memory of eligible users")
+    worker.add_argument("--once", action="store_true", help="one sweep, then exit (cron)")
+    worker.add_argument("--interval", type=float, metavar="S", help="seconds between sweeps")
     return parser
+
+
+async def _command(settings: Settings, args: argparse.Namespace) -> int:
+    if args.command == "chat":
+        return await chat(settings, args.user, sys.stdin, sys.stdout)
+    if args.command == "run":
+        return await run(settings)
+    if args.command == "worker":
+        return await worker(settings, once=args.once, interval_s=args.interval)
+    return await run_admin(settings, args, sys.stdout)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -125,14 +140,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         level = "INFO"  # a service: say what it serves and when it stops
     configure_logging(level=level, fmt=settings.log_format, salt=settings.log_salt)
     logging.getLogger("aiogram").setLevel(max(logging.WARNING, logging.getLevelName(level)))
+    install_log_redaction()
     tune_gc()
     provider = configure_tracing()
     try:
-        if args.command == "chat":
-            return asyncio.run(chat(settings, args.user, sys.stdin, sys.stdout))
-        if args.command == "run":
-            return asyncio.run(run(settings))
-        return asyncio.run(run_admin(settings, args, sys.stdout))
+        return asyncio.run(_command(settings, args))
     except ButlerError as exc:
         print(f"butler: {exc}", file=sys.stderr)
         return 1

@@ -1,4 +1,5 @@
-"""`butler run` as one process: the engine, the admin server and, with a token, the bot.
+"""`butler run` as one process: the engine, the admin server, the compression worker and,
+with a token, the bot.
 
 Without `BUTLER_TELEGRAM_TOKEN` the service still runs the engine and the admin server (so
 operators can inspect and reset actors, and scrape metrics), and says so on stderr.
@@ -10,14 +11,16 @@ import asyncio
 import logging
 import signal
 import sys
-from collections.abc import Callable
-from contextlib import AbstractAsyncContextManager
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any
 
 from adapters.admin.server import serve_admin
 from adapters.app import App, open_app
+from adapters.clock import SystemClock
 from adapters.settings import Settings
 from adapters.telegram.service import serve_telegram
+from adapters.worker import start_worker
 from engine.ports import OutgoingReply
 
 log = logging.getLogger(__name__)
@@ -50,7 +53,7 @@ async def serve(
     stop = stop if stop is not None else stop_on_signals()
 
     def around(app: App) -> AbstractAsyncContextManager[object]:
-        return serve_admin(app, settings) if admin else _nothing()
+        return _extras(app, settings, admin=admin)
 
     if settings.telegram.token:
         await serve_telegram(settings, stop=stop, on_ready=on_ready, around=around, **overrides)
@@ -69,6 +72,23 @@ async def serve(
         await stop.wait()
 
 
-class _nothing(AbstractAsyncContextManager[object]):  # noqa: N801 - used like a function
-    async def __aexit__(self, *exc: object) -> None:
-        return None
+@asynccontextmanager
+async def _extras(app: App, settings: Settings, *, admin: bool) -> AsyncIterator[None]:
+    """What runs beside the intake: the admin server and the compression worker."""
+    worker = start_worker(
+        registry=app.registry,
+        store=app.store,
+        policy=settings.policy,
+        clock=SystemClock(),
+        metrics=app.metrics,
+        interval_s=settings.worker_interval_s,
+        idle_s=settings.worker_idle_s,
+    )
+    try:
+        if admin:
+            async with serve_admin(app, settings):
+                yield
+        else:
+            yield
+    finally:
+        await worker.stop()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import builtins
+import importlib.util
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -13,6 +14,7 @@ from engine.compression import CompressionPolicy
 from engine.prompt import Budget
 
 DEFAULT_LLM_URL = "http://127.0.0.1:8080/v1"
+DEFAULT_ADMIN_URL = "http://127.0.0.1:8081"
 
 
 class SettingsError(ValueError):
@@ -67,6 +69,10 @@ class Settings:
     admin_addr: tuple[str, int] = ("127.0.0.1", 8081)
     admin_token: str = field(default="", repr=False)
     admin_url: str = "http://127.0.0.1:8081"
+    llm_local_model: str = ""
+    worker_interval_s: float = 600.0
+    worker_idle_s: float = 3600.0
+    worker_metrics_file: str = ""
 
     @property
     def sqlite_path(self) -> Path | None:
@@ -122,6 +128,7 @@ class Settings:
                 idle_timeout_s=get.float("BUTLER_IDLE_TIMEOUT_S", 900.0),
                 breaker_cooldown_s=get.float("BUTLER_LLM_COOLDOWN_S", 30.0),
                 llm_deadline_s=get.float("BUTLER_LLM_DEADLINE_S", 120.0),
+                redact_memory=get.flag("BUTLER_REDACT_MEMORY"),
             ),
             log_level=get.str("BUTLER_LOG_LEVEL", "WARNING").upper(),
             telegram=_telegram(get),
@@ -130,6 +137,10 @@ class Settings:
             admin_addr=_host_port(get.str("BUTLER_ADMIN_ADDR", "127.0.0.1:8081")),
             admin_token=get.str("BUTLER_ADMIN_TOKEN", ""),
             admin_url=get.str("BUTLER_ADMIN_URL", "http://127.0.0.1:8081").rstrip("/"),
+            llm_local_model=_local_model(get.str("BUTLER_LLM_LOCAL_MODEL", "")),
+            worker_interval_s=get.float("BUTLER_WORKER_INTERVAL_S", 600.0),
+            worker_idle_s=get.float("BUTLER_WORKER_IDLE_S", 3600.0),
+            worker_metrics_file=get.str("BUTLER_WORKER_METRICS_FILE", ""),
         )
 
 
@@ -179,6 +190,23 @@ def _host_port(raw: str) -> tuple[str, int]:
     return host.strip("[]") or "127.0.0.1", int(port)
 
 
+def _local_model(path: str) -> str:
+    """A CTranslate2 model directory, checked now so a typo fails at start, not at fallback."""
+    if not path:
+        return ""
+    folder = Path(path).expanduser()
+    if not (folder / "model.bin").is_file() or not (folder / "tokenizer.json").is_file():
+        raise SettingsError(
+            f"BUTLER_LLM_LOCAL_MODEL: {folder} is not a CTranslate2 model directory "
+            "(model.bin and tokenizer.json expected; see the README on converting a model)"
+        )
+    if importlib.util.find_spec("ctranslate2") is None:
+        raise SettingsError(
+            "BUTLER_LLM_LOCAL_MODEL needs the local-llm extra: pip install 'butler[local-llm]'"
+        )
+    return str(folder)
+
+
 @dataclass(frozen=True, slots=True)
 class _Reader:
     # Its methods shadow `str` in the class body: later annotations say `builtins.str`.
@@ -196,6 +224,14 @@ class _Reader:
         if value < minimum:
             raise SettingsError(f"{name}: must be at least {minimum}")
         return value
+
+    def flag(self, name: builtins.str) -> bool:
+        raw = self.env.get(name, "").strip().lower()
+        if raw in {"", "0", "false", "no", "off"}:
+            return False
+        if raw in {"1", "true", "yes", "on"}:
+            return True
+        raise SettingsError(f"{name}: expected 1/0, true/false, yes/no or on/off, got {raw!r}")
 
     def float(self, name: builtins.str, default: float) -> float:
         raw = self.env.get(name, "").strip()

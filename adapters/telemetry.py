@@ -31,6 +31,7 @@ from actors.observe import (
     TurnFinished,
 )
 from actors.registry import Registry
+from adapters.redaction import RedactingExporter
 
 _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
 _FAST_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1)
@@ -44,6 +45,7 @@ def configure_tracing(env: Mapping[str, str] | None = None) -> TracerProvider | 
     endpoint) is set or `OTEL_TRACES_EXPORTER=otlp`; `console` prints them; otherwise spans
     are sampled (per `OTEL_TRACES_SAMPLER`) but not exported, so nothing connects to a
     collector that is not there. `OTEL_SDK_DISABLED=true` leaves the no-op API in place.
+    Every exporter is wrapped so PII in attributes and events is redacted before export.
 
     Returns:
         The provider to shut down at exit, or None when tracing is disabled.
@@ -58,11 +60,11 @@ def configure_tracing(env: Mapping[str, str] | None = None) -> TracerProvider | 
         env.get("OTEL_EXPORTER_OTLP_ENDPOINT") or env.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
     )
     if exporter_name == "console":
-        provider.add_span_processor(BatchSpanProcessor(ConsoleSpanExporter()))
+        provider.add_span_processor(BatchSpanProcessor(RedactingExporter(ConsoleSpanExporter())))
     elif exporter_name == "otlp" or (has_endpoint and exporter_name != "none"):
         from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 
-        provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
+        provider.add_span_processor(BatchSpanProcessor(RedactingExporter(OTLPSpanExporter())))
     trace.set_tracer_provider(provider)
     return provider
 

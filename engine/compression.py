@@ -7,6 +7,7 @@ already covers; the next run deletes them without summarising again.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -97,10 +98,64 @@ def script_share(text: str) -> tuple[float, float]:
     return cyr / letters, lat / letters
 
 
+_SENTENCE = re.compile(r"(?:^|[.!?:;]\s+|\n\s*)(\w+)")
+_WORD = re.compile(r"\w+")
+
+
+def known_facts(profile: UserProfile) -> tuple[str, ...]:
+    """What a new summary must keep of what the previous one knew.
+
+    Facts are (1) the profile's preferred topics that the previous summary mentions and
+    (2) name-like words of the previous summary: capitalised, two letters or more, not the
+    first word of a sentence ("Анна", "Лондон", "Bob"). Each is kept if its stem (see
+    `mentions`) appears in the new summary.
+    """
+    previous = profile.memory_summary
+    if not previous.strip():
+        return ()
+    facts = [t for t in profile.preferred_topics if mentions(previous, t)]
+    openers = {m.start(1) for m in _SENTENCE.finditer(previous)}
+    for m in _WORD.finditer(previous):
+        word = m.group()
+        if (
+            m.start() not in openers
+            and len(word) >= 2
+            and word[0].isupper()
+            and word.isalpha()
+            and word not in facts
+        ):
+            facts.append(word)
+    return tuple(facts)
+
+
+def mentions(text: str, fact: str) -> bool:
+    """Whether `text` names `fact`: each word of it, by a stem that survives inflection.
+
+    The stem drops the last two letters of a word, keeping at least three ("Москва" ->
+    "моск" also finds "Москве"), so Russian case endings do not count as a lost fact.
+    """
+    haystack = text.casefold()
+    for word in _WORD.findall(fact.casefold()):
+        stem = word[: max(len(word) - 2, 3)] if len(word) > 3 else word
+        if stem not in haystack:
+            return False
+    return True
+
+
 def reject_reason(
-    summary: str, language: Language, counter: TokenCounter, budget: int
+    summary: str,
+    language: Language,
+    counter: TokenCounter,
+    budget: int,
+    *,
+    facts: Sequence[str] = (),
 ) -> str | None:
-    """Why a summary must not replace raw events, or None if it may."""
+    """Why a summary must not replace raw events, or None if it may.
+
+    Reasons: `empty`; `over_budget` (more than `budget` tokens); `wrong_language` (for
+    Russian, under half of its letters Cyrillic; for English, under 80% Latin);
+    `lost_facts` (a fact from `known_facts` is not mentioned).
+    """
     if not summary.strip():
         return "empty"
     if counter.count(summary) > budget:
@@ -108,6 +163,8 @@ def reject_reason(
     cyr, lat = script_share(summary)
     if (language == "ru" and cyr < 0.5) or (language == "en" and lat < 0.8):
         return "wrong_language"
+    if any(not mentions(summary, fact) for fact in facts):
+        return "lost_facts"
     return None
 
 

@@ -40,7 +40,13 @@ class HandleVoice:
 
 @dataclass(frozen=True, slots=True)
 class CompressMemory:
-    """Fold old events into the summary now, if the policy allows."""
+    """Fold old events into the summary now, if the policy allows.
+
+    `eager` (the background worker, for idle users) folds whatever lies beyond the kept tail
+    even when the user is not over the threshold.
+    """
+
+    eager: bool = False
 
 
 @dataclass(frozen=True, slots=True)

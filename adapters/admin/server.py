@@ -307,7 +307,12 @@ async def _reset(request: web.Request) -> web.Response:
 
 async def _compress(request: web.Request) -> web.Response:
     app = request.app[_APP]
-    failed = await _command(app, request.match_info["user_id"], CompressMemory(), wait=False)
+    failed = await _command(
+        app,
+        request.match_info["user_id"],
+        CompressMemory(eager=request.query.get("eager") == "1"),
+        wait=False,
+    )
     return failed or web.json_response({"accepted": True}, status=202)
 
 

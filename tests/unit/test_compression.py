@@ -12,6 +12,8 @@ from adapters.app import Templates
 from engine.compression import (
     Backoff,
     CompressionPolicy,
+    known_facts,
+    mentions,
     reject_reason,
     script_share,
     select,
@@ -125,6 +127,48 @@ class TestRejectReason:
     )
     def test_ok(self, text: str, language: Language) -> None:
         assert reject_reason(text, language, COUNTER, 300) is None
+
+
+class TestKnownFacts:
+    def test_names_and_mentioned_topics_of_the_previous_summary(self) -> None:
+        p = replace(
+            profile(summary="Сводка: хозяин живёт в Москве с сестрой Анной. Любит шахматы."),
+            preferred_topics=("шахматы", "джаз"),
+        )
+        # "Сводка" and "Любит" open sentences; "джаз" is a topic the summary never named.
+        assert known_facts(p) == ("шахматы", "Москве", "Анной")
+
+    def test_no_previous_summary_means_no_facts(self) -> None:
+        p = replace(profile(), preferred_topics=("чай",))
+        assert known_facts(p) == ()
+
+    @pytest.mark.parametrize(
+        ("text", "fact", "expected"),
+        [
+            ("Хозяин был в Москве", "Москва", True),  # case ending
+            ("Хозяин говорил с Анной", "Анна", True),
+            ("Bob likes jazz", "bob", True),
+            ("Хозяин любит чай", "Анна", False),
+            ("The master plays chess online", "online chess", True),
+            ("The master plays chess", "online chess", False),
+        ],
+    )
+    def test_mentions(self, text: str, fact: str, expected: bool) -> None:
+        assert mentions(text, fact) is expected
+
+
+class TestLostFacts:
+    def test_a_summary_that_drops_a_name_is_rejected(self) -> None:
+        facts = known_facts(profile(summary="Сводка: сестра хозяина — Анна, живёт в Туле."))
+        assert facts == ("Анна", "Туле")
+        kept = "Хозяин обсуждал поездку к Анне в Тулу."
+        lost = "Хозяин обсуждал поездку к сестре."
+        assert reject_reason(kept, "ru", COUNTER, 300, facts=facts) is None
+        assert reject_reason(lost, "ru", COUNTER, 300, facts=facts) == "lost_facts"
+
+    def test_language_is_judged_before_facts(self) -> None:
+        text = "The master visited Anna."
+        assert reject_reason(text, "ru", COUNTER, 300, facts=("Анна",)) == "wrong_language"
 
 
 def test_script_share() -> None:

@@ -327,3 +327,69 @@ async def test_compress_command_runs_through_the_mailbox():
         await _until(lambda: len(store.events["u"]) == 2)
     assert store.profiles["u"].memory_summary.startswith("Сводка")
     assert [o.status for o in recorder.seen if isinstance(o, CompressionFinished)] == ["ok"]
+
+
+@pytest.mark.parametrize("redact", [True, False])
+async def test_redact_memory_keeps_pii_out_of_store_and_prompt(redact: bool):
+    pii = "мой email ivan@example.ru, телефон +7 916 123-45-67"
+    store, sink = MemoryStore(), CollectingSink()
+    llm = ScriptedLLM(script=lambda r: f"Записал: {r.messages[-1].content}")
+    async with Registry(_deps(store, llm, sink, redact_memory=redact)) as registry:
+        ticket = await registry.tell_text("u", pii)
+        assert isinstance(ticket, Accepted)
+        (reply,) = await sink.wait_for(1)
+    stored = [e.content for e in store.events["u"].values()]
+    prompt = llm.calls[0].messages[-1].content
+    if redact:
+        assert stored == ["мой email [email], телефон [phone]", reply.text]
+        assert "[email]" in reply.text
+        assert prompt == "мой email [email], телефон [phone]"
+        assert all("ivan@" not in text and "916" not in text for text in stored)
+    else:
+        assert stored == [pii, f"Записал: {pii}"]
+        assert prompt == pii
+
+
+async def test_redact_memory_stores_the_redacted_reply_but_delivers_it_whole():
+    store, sink = MemoryStore(), CollectingSink()
+    llm = ScriptedLLM(script=lambda _: "Ваша карта 4111 1111 1111 1111, сэр")
+    async with Registry(_deps(store, llm, sink, redact_memory=True)) as registry:
+        await registry.tell_text("u", "Какая у меня карта?")
+        (reply,) = await sink.wait_for(1)
+    assert reply.text == "Ваша карта 4111 1111 1111 1111, сэр"
+    answer = next(e for e in store.events["u"].values() if e.role == "assistant")
+    assert answer.content == "Ваша карта [card], сэр"
+
+
+async def test_a_summary_that_loses_a_known_fact_keeps_the_raw_events():
+    store, sink, clock = MemoryStore(), CollectingSink(), ManualClock()
+    summaries = iter(["Сводка: хозяин пьёт чай.", "Сводка: хозяин пьёт чай с Анной."])
+
+    def script(request: CompletionRequest) -> str:
+        return next(summaries) if request.purpose == "summary" else "Конечно, сэр."
+
+    recorder = Recorder()
+    deps = make_deps(
+        store=store,
+        llm=ScriptedLLM(script=script),
+        sink=sink,
+        clock=clock,
+        policy=CompressionPolicy(threshold=6, keep_last=2, retry_base_s=60),
+        observer=recorder,
+    )
+    async with Registry(deps) as registry:
+        await registry.tell_text("u", "привет")
+        await sink.wait_for(1)
+        known = store.profiles["u"]
+        store.profiles["u"] = replace(known, memory_summary="Сводка: сестру хозяина зовут Анна.")
+        for i in range(3):
+            await registry.tell_text("u", f"сообщение {i}")
+            await sink.wait_for(i + 2)
+        assert len(store.events["u"]) == 8
+        clock.advance(61)
+        await registry.tell_text("u", "ещё")
+        await sink.wait_for(5)
+    reasons = [o.reason or o.status for o in recorder.seen if isinstance(o, CompressionFinished)]
+    assert reasons == ["lost_facts", "ok"]
+    assert store.profiles["u"].memory_summary == "Сводка: хозяин пьёт чай с Анной."
+    assert len(store.events["u"]) == 2

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 from pathlib import Path
 
 import pytest
@@ -127,3 +128,59 @@ def test_sqlite_path(store: str, path: Path) -> None:
 @pytest.mark.parametrize("store", ["mongodb://db:27017/butler", "mongodb+srv://c.example/b"])
 def test_mongodb_has_no_sqlite_path(store: str) -> None:
     assert Settings(data_dir=Path("/d"), store=store).sqlite_path is None
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"), [("", False), ("0", False), ("off", False), ("1", True), ("TRUE", True)]
+)
+def test_redact_memory_flag(value: str, expected: bool) -> None:
+    settings = Settings.from_env({"BUTLER_REDACT_MEMORY": value, "HOME": "/tmp"})
+    assert settings.actors.redact_memory is expected
+
+
+def test_bad_flag_names_its_variable() -> None:
+    with pytest.raises(SettingsError, match="BUTLER_REDACT_MEMORY"):
+        Settings.from_env({"BUTLER_REDACT_MEMORY": "maybe"})
+
+
+def test_worker_and_admin_settings() -> None:
+    settings = Settings.from_env(
+        {
+            "HOME": "/tmp",
+            "BUTLER_WORKER_INTERVAL_S": "30",
+            "BUTLER_WORKER_IDLE_S": "120",
+            "BUTLER_WORKER_METRICS_FILE": "/var/lib/node_exporter/butler.prom",
+            "BUTLER_ADMIN_URL": "http://10.0.0.5:8081/",
+            "BUTLER_ADMIN_TOKEN": "hunter2",
+        }
+    )
+    assert (settings.worker_interval_s, settings.worker_idle_s) == (30.0, 120.0)
+    assert settings.worker_metrics_file == "/var/lib/node_exporter/butler.prom"
+    assert settings.admin_url == "http://10.0.0.5:8081"
+    assert settings.admin_token == "hunter2"
+    assert "hunter2" not in repr(settings)
+    defaults = Settings.from_env({"HOME": "/tmp"})
+    assert defaults.admin_url == "http://127.0.0.1:8081"
+    assert defaults.llm_local_model == ""
+
+
+def test_local_model_must_be_a_ctranslate2_directory(tmp_path: Path) -> None:
+    with pytest.raises(SettingsError, match=r"BUTLER_LLM_LOCAL_MODEL: .* not a CTranslate2"):
+        Settings.from_env({"BUTLER_LLM_LOCAL_MODEL": str(tmp_path)})
+    (tmp_path / "model.bin").write_bytes(b"")
+    (tmp_path / "tokenizer.json").write_text("{}")
+    settings = Settings.from_env({"BUTLER_LLM_LOCAL_MODEL": str(tmp_path), "HOME": "/tmp"})
+    assert settings.llm_local_model == str(tmp_path)
+
+
+def test_local_model_without_the_extra_says_how_to_install(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "model.bin").write_bytes(b"")
+    (tmp_path / "tokenizer.json").write_text("{}")
+    real = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name == "ctranslate2" else real(name)
+    )
+    with pytest.raises(SettingsError, match=r"butler\[local-llm\]"):
+        Settings.from_env({"BUTLER_LLM_LOCAL_MODEL": str(tmp_path)})
