@@ -14,21 +14,24 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
 
 from adapters.app import App
+from adapters.service import serve
 from adapters.settings import Settings
 from adapters.storage.sqlite import SqliteStore
-from adapters.telegram.service import make_session, serve_telegram
+from adapters.telegram.service import make_session
 from adapters.telegram.split import utf16_len
 from adapters.telegram.texts import text as tg_text
 from engine.persona import variants
 from tests.support.openai_server import OpenAIServer
-from tests.support.telegram_emulator import TOKEN, Emulator
+from tests.support.telegram_emulator import TOKEN, Emulator, free_port
 
 pytestmark = [pytest.mark.anyio, pytest.mark.slow]
 
 ROOT = Path(__file__).parents[2]
+ADMIN_TOKEN = "admin-test-token"
 PERSONA_MARK = "[system: Ты — Alfred-style дворецкий"
 
 
@@ -65,6 +68,8 @@ async def butler(
             "BUTLER_TELEGRAM_TOKEN": TOKEN,
             "BUTLER_TELEGRAM_API_URL": emulator.url,
             "BUTLER_TELEGRAM_POLL_TIMEOUT_S": "1",
+            "BUTLER_ADMIN_ADDR": f"127.0.0.1:{free_port()}",
+            "BUTLER_ADMIN_TOKEN": ADMIN_TOKEN,
             **env,
         }
     )
@@ -72,7 +77,7 @@ async def butler(
     stop = asyncio.Event()
     ready: asyncio.Future[App] = asyncio.get_running_loop().create_future()
     task = asyncio.create_task(
-        serve_telegram(settings, stop=stop, session=session, on_ready=ready.set_result)
+        serve(settings, stop=stop, session=session, on_ready=ready.set_result)
     )
     try:
         app = await asyncio.wait_for(asyncio.shield(ready), 30)
@@ -282,3 +287,49 @@ async def test_sigterm_drains_the_turn_in_hand_and_keeps_the_rest(
     finally:
         proc.send_signal(signal.SIGTERM)
         await asyncio.wait_for(proc.wait(), 60)
+
+
+async def test_butler_run_serves_the_admin_api_beside_the_bot(
+    emulator: Emulator, llm: OpenAIServer, tmp_path: Path
+):
+    async with butler(emulator, llm, tmp_path) as running:
+        await emulator.send_text(1001, "Альфред, вы на посту?")
+        await emulator.texts(1001, 1)
+        host, port = running.settings.admin_addr
+        url = f"http://{host}:{port}"
+        async with aiohttp.ClientSession() as http:
+            async with http.get(f"{url}/admin/actors") as response:
+                assert response.status == 401
+            auth = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+            async with http.get(f"{url}/admin/actors/tg:1001", headers=auth) as response:
+                assert response.status == 200
+                body = await response.json()
+            async with http.get(f"{url}/metrics") as response:
+                metrics = await response.text()
+    assert body["state"] == "idle"
+    assert 'butler_telegram_updates_total{kind="message",outcome="handled"} 1.0' in metrics
+    assert "1001" not in metrics  # never a user id in a label
+
+
+async def test_without_a_token_the_engine_and_admin_server_run_alone(tmp_path: Path):
+    settings = Settings.from_env(
+        {
+            "BUTLER_DATA_DIR": str(tmp_path / "data"),
+            "BUTLER_ADMIN_ADDR": f"127.0.0.1:{free_port()}",
+            "BUTLER_ADMIN_TOKEN": ADMIN_TOKEN,
+        }
+    )
+    stop = asyncio.Event()
+    ready: asyncio.Future[App] = asyncio.get_running_loop().create_future()
+    task = asyncio.create_task(serve(settings, stop=stop, on_ready=ready.set_result))
+    try:
+        await asyncio.wait_for(asyncio.shield(ready), 30)
+        host, port = settings.admin_addr
+        async with (
+            aiohttp.ClientSession() as http,
+            http.get(f"http://{host}:{port}/healthz") as response,
+        ):
+            assert response.status == 200
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 30)
