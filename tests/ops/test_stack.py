@@ -16,6 +16,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from adapters.admin.server import serve_admin
 from adapters.app import open_app
 from adapters.telegram.metrics import TelegramMetrics
+from adapters.worker import WorkerMetrics
 from tests.admin.conftest import admin_settings
 from tests.fakes import CollectingSink, MemoryStore, ScriptedLLM
 from tests.support.tools import ROOT
@@ -135,6 +136,7 @@ async def test_dashboards_and_alerts_use_exported_or_documented_metrics(tmp_path
         aiohttp.ClientSession() as http,
     ):
         TelegramMetrics(app.metrics)  # `butler run` with a token adds the front door's
+        WorkerMetrics(app.metrics)  # and `butler run` always runs the worker
         await app.registry.tell_text("alice", "Добрый вечер")
         await sink.wait_for(1)
         async with http.get(url + "/metrics") as res:
