@@ -29,6 +29,8 @@ class ActorSettings:
     llm_deadline_s: float = 120.0
     store_retry_s: float = 2.0
     store_retry_max_s: float = 60.0
+    cache_ttl_s: float = 24 * 3600.0  # the response cache; 0 turns it off
+    model_name: str = ""  # part of the cache key: the model (or the endpoints) answering
     redact_memory: bool = False  # PII is replaced before user text is stored or prompted
 
     def memory_text(self, text: str) -> str:

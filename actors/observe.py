@@ -62,6 +62,14 @@ class LLMCalled:
 
 
 @dataclass(frozen=True, slots=True)
+class CacheLooked:
+    """A response-cache lookup for a model call of `purpose`."""
+
+    purpose: str
+    hit: bool
+
+
+@dataclass(frozen=True, slots=True)
 class CompressionFinished:
     """`status`: ok or error; `reason` says why it failed (empty on success)."""
 
@@ -88,6 +96,7 @@ Observation = (
     | EventsStored
     | ProfileAccessed
     | LLMCalled
+    | CacheLooked
     | CompressionFinished
     | MailboxRejected
     | ActorCrashed

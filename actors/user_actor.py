@@ -12,6 +12,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from contextvars import ContextVar
 from dataclasses import dataclass, replace
+from datetime import timedelta
 from typing import Any, ClassVar
 
 from opentelemetry import context as otel_context
@@ -22,6 +23,7 @@ from actors.deps import ActorDeps
 from actors.history import HISTORY_SIZE, TransitionRecord
 from actors.mailbox import Mailbox
 from actors.observe import (
+    CacheLooked,
     CompressionFinished,
     EventsStored,
     LLMCalled,
@@ -31,6 +33,7 @@ from actors.observe import (
     TurnFinished,
 )
 from engine import compression
+from engine.cache import cache_key
 from engine.compression import Backoff
 from engine.domain import Language, MemoryEvent, TurnContext, UserProfile
 from engine.errors import (
@@ -364,7 +367,7 @@ class UserActor:
             return
         try:
             completion = await self._complete(
-                prompt.request(deps.prompts.budget.reply), prompt.template_version
+                prompt.request(deps.prompts.budget.reply), prompt.template_version, profile
             )
         except LLMUnavailable:
             self.breaker.trip(deps.clock.monotonic())
@@ -465,7 +468,50 @@ class UserActor:
         self.deps.observer.record(PromptBuilt(tokens.total, truncated))
         return prompt
 
-    async def _complete(self, request: CompletionRequest, template_version: str) -> Completion:
+    async def _complete(
+        self,
+        request: CompletionRequest,
+        template_version: str,
+        cache_for: UserProfile | None = None,
+    ) -> Completion:
+        """Ask the model; replies (`cache_for` given) go through the response cache."""
+        deps = self.deps
+        key = ""
+        if cache_for is not None and deps.settings.cache_ttl_s > 0:
+            key = cache_key(
+                template_version=template_version,
+                model=deps.settings.model_name,
+                profile=cache_for,
+                request=request,
+            )
+            cached = await self._cached(key)
+            deps.observer.record(CacheLooked(request.purpose, hit=cached is not None))
+            if cached is not None:
+                return Completion(cached, "cache", 0, 0, 0)
+        completion = await self._call_model(request, template_version)
+        if key:
+            await self._cache(key, completion.text)
+        return completion
+
+    async def _cached(self, key: str) -> str | None:
+        with self.deps.tracer.start_as_current_span("cache.get") as span:
+            try:
+                found = await self.deps.store.cached_answer(key, now=self.deps.clock.now())
+            except StoreUnavailable:
+                found = None  # a cache that cannot be read is a miss
+            span.set_attribute("butler.cache.hit", found is not None)
+            return found
+
+    async def _cache(self, key: str, text: str) -> None:
+        deps = self.deps
+        expires = deps.clock.now() + timedelta(seconds=deps.settings.cache_ttl_s)
+        with deps.tracer.start_as_current_span("cache.put"):
+            try:
+                await deps.store.cache_answer(key, self.user_id, text, expires_at=expires)
+            except StoreUnavailable:
+                log.warning("answer not cached: store unavailable")
+
+    async def _call_model(self, request: CompletionRequest, template_version: str) -> Completion:
         deps = self.deps
         started = deps.clock.monotonic()
         status, endpoint, usage = "ok", 0, (0, 0)

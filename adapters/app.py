@@ -217,6 +217,7 @@ async def _retention_loop(store: Store, clock: Clock, settings: Settings) -> Non
     while True:
         try:
             removed = await store.purge_older_than(clock.now() - period)
+            await store.purge_cache(clock.now())
             if removed:
                 log.info("retention purge", extra={"events_removed": removed})
         except StoreUnavailable:

@@ -129,6 +129,8 @@ class Settings:
                 breaker_cooldown_s=get.float("BUTLER_LLM_COOLDOWN_S", 30.0),
                 llm_deadline_s=get.float("BUTLER_LLM_DEADLINE_S", 120.0),
                 redact_memory=get.flag("BUTLER_REDACT_MEMORY"),
+                cache_ttl_s=float(get.int("BUTLER_LLM_CACHE_TTL_S", 86400, minimum=0)),
+                model_name=get.str("BUTLER_LLM_MODEL", "") or ",".join(urls),
             ),
             log_level=get.str("BUTLER_LOG_LEVEL", "WARNING").upper(),
             telegram=_telegram(get),

@@ -20,6 +20,7 @@ from prometheus_client.registry import Collector
 
 from actors.observe import (
     ActorCrashed,
+    CacheLooked,
     CompressionFinished,
     EventsStored,
     LLMCalled,
@@ -167,7 +168,20 @@ class ButlerMetrics:
         self.crashes = Counter(
             "butler_actor_crashes", "Actor loops that crashed and were restarted.", registry=r
         )
+        self.cache_hits = Counter(
+            "personalized_llm_cache_hits",
+            "Model calls answered from the response cache, by purpose.",
+            ["purpose"],
+            registry=r,
+        )
+        self.cache_misses = Counter(
+            "personalized_llm_cache_misses",
+            "Model calls the response cache could not answer, by purpose.",
+            ["purpose"],
+            registry=r,
+        )
         self._dispatch: dict[type, Callable[[Any], None]] = {
+            CacheLooked: self._cache,
             TransitionMade: self._transition,
             TurnFinished: self._turn,
             PromptBuilt: self._prompt,
@@ -205,6 +219,9 @@ class ButlerMetrics:
         else:
             self.profile_reads.inc()
             self.profile_read_seconds.observe(o.seconds)
+
+    def _cache(self, o: CacheLooked) -> None:
+        (self.cache_hits if o.hit else self.cache_misses).labels(o.purpose).inc()
 
     def _llm(self, o: LLMCalled) -> None:
         self.llm_requests.labels(o.purpose, o.status).inc()

@@ -84,7 +84,25 @@ class CompactionStore(Protocol):
         ...
 
 
-class Store(ProfileStore, EventStore, CompactionStore, Protocol):
+class ResponseCache(Protocol):
+    """Model answers kept for a while, by `engine.cache.cache_key`; erased with their user."""
+
+    async def cached_answer(self, key: str, *, now: datetime) -> str | None:
+        """The answer stored under `key` unless it expired by `now`."""
+        ...
+
+    async def cache_answer(
+        self, key: str, user_id: str, text: str, *, expires_at: datetime
+    ) -> None:
+        """Keep `text` under `key` (replacing an older one) until `expires_at`."""
+        ...
+
+    async def purge_cache(self, now: datetime) -> int:
+        """Delete answers that expired by `now`; returns how many."""
+        ...
+
+
+class Store(ProfileStore, EventStore, CompactionStore, ResponseCache, Protocol):
     """Everything Butler keeps: one object per backend (SQLite, MongoDB)."""
 
     async def close(self) -> None: ...

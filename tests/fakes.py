@@ -22,6 +22,7 @@ class MemoryStore:
         self.down = False
         self.closed = False
         self.deleted: list[str] = []
+        self.cache: dict[str, tuple[str, str, datetime]] = {}
 
     def _check(self) -> None:
         if self.down or self.closed:
@@ -46,6 +47,8 @@ class MemoryStore:
         self._check()
         self.profiles.pop(user_id, None)
         self.events.pop(user_id, None)
+        for key in [k for k, (owner, _, _) in self.cache.items() if owner == user_id]:
+            del self.cache[key]
 
     async def append(
         self, events: Sequence[MemoryEvent], *, profile: UserProfile | None = None
@@ -100,6 +103,24 @@ class MemoryStore:
         self._check()
         over = [(u, len(b)) for u, b in sorted(self.events.items()) if len(b) > threshold]
         return over[:limit]
+
+    async def cached_answer(self, key: str, *, now: datetime) -> str | None:
+        self._check()
+        found = self.cache.get(key)
+        return found[1] if found is not None and found[2] > now else None
+
+    async def cache_answer(
+        self, key: str, user_id: str, text: str, *, expires_at: datetime
+    ) -> None:
+        self._check()
+        self.cache[key] = (user_id, text, expires_at)
+
+    async def purge_cache(self, now: datetime) -> int:
+        self._check()
+        expired = [k for k, (_, _, until) in self.cache.items() if until <= now]
+        for key in expired:
+            del self.cache[key]
+        return len(expired)
 
     async def close(self) -> None:
         self.closed = True

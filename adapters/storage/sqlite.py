@@ -72,6 +72,10 @@ _EVENTS_BEFORE = """
     FROM user_memory WHERE user_id = ? ORDER BY id DESC LIMIT -1 OFFSET ?"""
 _DELETE_EVENT = "DELETE FROM user_memory WHERE user_id = ? AND id = ?"
 _PURGE = "DELETE FROM user_memory WHERE created_at < ?"
+_CACHE_PUT = """
+    INSERT INTO llm_cache (key, user_id, answer, expires_at) VALUES (?, ?, ?, ?)
+    ON CONFLICT (key) DO UPDATE SET user_id = excluded.user_id, answer = excluded.answer,
+        expires_at = excluded.expires_at"""
 _USERS_OVER = """
     SELECT user_id, count(*) AS n FROM user_memory GROUP BY user_id HAVING n > ?
     ORDER BY n DESC, user_id LIMIT ?"""
@@ -168,6 +172,22 @@ class SqliteStore:
         micros = to_micros(cutoff)
         return await self._write(lambda conn: _execute(conn, _PURGE, (micros,)))
 
+    async def cached_answer(self, key: str, *, now: datetime) -> str | None:
+        params = (key, to_micros(now))
+        return await self._read(lambda conn: _cached(conn, params))
+
+    async def cache_answer(
+        self, key: str, user_id: str, text: str, *, expires_at: datetime
+    ) -> None:
+        params = (key, user_id, text, to_micros(expires_at))
+        await self._write(lambda conn: _execute(conn, _CACHE_PUT, params))
+
+    async def purge_cache(self, now: datetime) -> int:
+        micros = to_micros(now)
+        return await self._write(
+            lambda conn: _execute(conn, "DELETE FROM llm_cache WHERE expires_at <= ?", (micros,))
+        )
+
     async def users_over(self, threshold: int, *, limit: int) -> list[tuple[str, int]]:
         """Users holding more than `threshold` events, most events first."""
         params = (threshold, max(limit, 0))
@@ -227,7 +247,15 @@ def _summarise(
     return deleted
 
 
+def _cached(conn: sqlite3.Connection, params: tuple[str, int]) -> str | None:
+    row = conn.execute(
+        "SELECT answer FROM llm_cache WHERE key = ? AND expires_at > ?", params
+    ).fetchone()
+    return None if row is None else str(row[0])
+
+
 def _erase(conn: sqlite3.Connection, user_id: str) -> None:
+    conn.execute("DELETE FROM llm_cache WHERE user_id = ?", (user_id,))
     conn.execute("DELETE FROM user_memory WHERE user_id = ?", (user_id,))
     conn.execute("DELETE FROM user_profiles WHERE user_id = ?", (user_id,))
 

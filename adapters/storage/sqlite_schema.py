@@ -12,7 +12,7 @@ from typing import cast
 from engine.domain import Language, MemoryEvent, Role, Source, Tone, UserProfile
 from engine.errors import StoreCorrupted
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: llm_cache
 BUSY_TIMEOUT_MS = 5000
 
 # Timestamps are integer microseconds since the Unix epoch, UTC: exact, compact, ordered.
@@ -47,6 +47,14 @@ _DDL = (
     "CREATE INDEX IF NOT EXISTS user_memory_by_time ON user_memory (user_id, created_at)",
     """CREATE INDEX IF NOT EXISTS user_memory_replies ON user_memory (user_id, reply_to)
         WHERE role = 'assistant'""",
+    """CREATE TABLE IF NOT EXISTS llm_cache (
+        key TEXT NOT NULL PRIMARY KEY,
+        user_id TEXT NOT NULL CHECK (user_id <> ''),
+        answer TEXT NOT NULL,
+        expires_at INTEGER NOT NULL
+    )""",
+    "CREATE INDEX IF NOT EXISTS llm_cache_by_user ON llm_cache (user_id)",
+    "CREATE INDEX IF NOT EXISTS llm_cache_by_expiry ON llm_cache (expires_at)",
 )
 
 ProfileRow = tuple[str, str, str, str, str, str, int, int, str, int | None]

@@ -340,3 +340,33 @@ async def test_every_operation_after_close_is_unavailable(backend: Backend, even
 async def test_an_unreachable_store_is_unavailable(backend: Backend):
     with pytest.raises(StoreUnavailable):
         await backend.open_unreachable()
+
+
+# The response cache
+
+
+async def test_cached_answers_round_trip_until_they_expire(store: Store):
+    until = T0 + timedelta(hours=24)
+    assert await store.cached_answer("k1", now=T0) is None
+    await store.cache_answer("k1", "u1", "Будет исполнено, сэр.", expires_at=until)
+    assert await store.cached_answer("k1", now=T0) == "Будет исполнено, сэр."
+    assert await store.cached_answer("k1", now=until) is None  # expired at its deadline
+    await store.cache_answer("k1", "u1", "Иначе.", expires_at=until + timedelta(hours=1))
+    assert await store.cached_answer("k1", now=until) == "Иначе."
+
+
+async def test_erasing_a_user_erases_their_cached_answers(store: Store, events: Events):
+    until = T0 + timedelta(hours=24)
+    await store.append([events.make("u1")], profile=profile("u1"))
+    await store.cache_answer("k1", "u1", "one", expires_at=until)
+    await store.cache_answer("k2", "u2", "two", expires_at=until)
+    await store.erase_user("u1")
+    assert await store.cached_answer("k1", now=T0) is None
+    assert await store.cached_answer("k2", now=T0) == "two"
+
+
+async def test_purging_the_cache_deletes_only_expired_answers(store: Store):
+    await store.cache_answer("old", "u1", "old", expires_at=T0)
+    await store.cache_answer("new", "u1", "new", expires_at=T0 + timedelta(hours=1))
+    assert await store.purge_cache(T0) == 1
+    assert await store.cached_answer("new", now=T0) == "new"
