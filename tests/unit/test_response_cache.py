@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import replace
+from typing import Any
 
 import pytest
 from prometheus_client import CollectorRegistry
@@ -26,11 +27,16 @@ def request(text: str) -> CompletionRequest:
 def test_the_key_changes_with_template_model_profile_and_prompt():
     clock = ManualClock()
     profile = UserProfile.new("u1", clock.now())
-    base = {"template_version": "1", "model": "m", "profile": profile, "request": request("a")}
-    key = cache_key(**base)  # type: ignore[arg-type]
-    assert key == cache_key(**base)  # type: ignore[arg-type]
+    base: dict[str, Any] = {
+        "template_version": "1",
+        "model": "m",
+        "profile": profile,
+        "request": request("a"),
+    }
+    key = cache_key(**base)
+    assert key == cache_key(**base)
     assert len(key) == 64
-    changes = [
+    changes: list[dict[str, Any]] = [
         {"template_version": "2"},
         {"model": "other"},
         {"profile": replace(profile, tone="formal")},
@@ -39,7 +45,7 @@ def test_the_key_changes_with_template_model_profile_and_prompt():
         {"request": replace(request("a"), max_tokens=65)},
     ]
     for change in changes:
-        assert cache_key(**(base | change)) != key, change  # type: ignore[arg-type]
+        assert cache_key(**(base | change)) != key, change
 
 
 async def test_an_identical_prompt_is_answered_from_the_cache():
