@@ -108,6 +108,17 @@ def make_llm(settings: Settings) -> LanguageModel:
     )
 
 
+def make_transcriber(settings: Settings) -> Transcriber:
+    """Whisper on the CPU; cheap to build: the model loads on the first voice note.
+
+    Raises:
+        SettingsError: `BUTLER_WHISPER_MODEL` names neither a directory nor a known model.
+    """
+    from adapters.stt.whisper import WhisperTranscriber
+
+    return WhisperTranscriber(settings.stt, data_dir=settings.data_dir)
+
+
 @asynccontextmanager
 async def open_app(
     *,
@@ -134,6 +145,7 @@ async def open_app(
         metrics = metrics if metrics is not None else CollectorRegistry()
         observer = observer if observer is not None else ButlerMetrics(metrics)
         counter = counter if counter is not None else make_counter(settings)
+        transcriber = transcriber if transcriber is not None else make_transcriber(settings)
         templates = Templates.load()
         deps = ActorDeps(
             store=store,

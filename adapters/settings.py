@@ -25,6 +25,21 @@ def _default_data_dir(env: Mapping[str, str]) -> Path:
 
 
 @dataclass(frozen=True, slots=True)
+class SttSettings:
+    """Speech to text: which Whisper model, how long a note may be, how much CPU it may take."""
+
+    model: str = ""
+    """Empty: the packaged base model; else a model directory, a size name or a hub id."""
+    max_seconds: float = 300.0
+    concurrency: int = 1
+    threads: int = 0
+    """CTranslate2 threads per transcription; 0: the CPU count, at most 4."""
+    beam_size: int = 1
+    wait_s: float = 120.0
+    """How long a voice note may wait for a free transcription slot before TranscriberBusy."""
+
+
+@dataclass(frozen=True, slots=True)
 class Settings:
     """Everything configurable, with the defaults of the embedded (no server) setup."""
 
@@ -43,6 +58,7 @@ class Settings:
     budget: Budget = Budget()
     policy: CompressionPolicy = CompressionPolicy()
     actors: ActorSettings = ActorSettings()
+    stt: SttSettings = SttSettings()
     log_level: str = "WARNING"
 
     @property
@@ -99,6 +115,14 @@ class Settings:
                 idle_timeout_s=get.float("BUTLER_IDLE_TIMEOUT_S", 900.0),
                 breaker_cooldown_s=get.float("BUTLER_LLM_COOLDOWN_S", 30.0),
                 llm_deadline_s=get.float("BUTLER_LLM_DEADLINE_S", 120.0),
+            ),
+            stt=SttSettings(
+                model=get.str("BUTLER_WHISPER_MODEL", ""),
+                max_seconds=get.float("BUTLER_VOICE_MAX_SECONDS", 300.0),
+                concurrency=get.int("BUTLER_STT_CONCURRENCY", 1),
+                threads=get.int("BUTLER_STT_THREADS", 0, minimum=0),
+                beam_size=get.int("BUTLER_STT_BEAM_SIZE", 1),
+                wait_s=get.float("BUTLER_STT_WAIT_S", 120.0),
             ),
             log_level=get.str("BUTLER_LOG_LEVEL", "WARNING").upper(),
         )
