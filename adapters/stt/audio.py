@@ -14,6 +14,7 @@ import av
 import numpy as np
 import numpy.typing as npt
 from faster_whisper import decode_audio
+from faster_whisper.vad import VadOptions, get_speech_timestamps
 
 from engine.errors import BadAudio
 
@@ -47,6 +48,12 @@ def decode(audio: bytes, *, max_seconds: float) -> Samples:
     if seconds > max_seconds:  # the container may understate its length
         raise BadAudio(_too_long(seconds, max_seconds))
     return samples
+
+
+def speech_seconds(samples: Samples) -> float:
+    """Seconds of speech Silero VAD finds (with faster-whisper's default VAD options)."""
+    chunks = get_speech_timestamps(samples, VadOptions(), sampling_rate=SAMPLE_RATE)
+    return float(sum(c["end"] - c["start"] for c in chunks) / SAMPLE_RATE)
 
 
 def _too_long(seconds: float, max_seconds: float) -> str:

@@ -203,10 +203,12 @@ class WhisperTranscriber:
                 self.in_flight -= 1
 
     def _run(self, audio: bytes, hint: Language) -> _Result:
-        from adapters.stt.audio import SAMPLE_RATE, decode
+        from adapters.stt.audio import SAMPLE_RATE, decode, speech_seconds
 
         started = time.perf_counter()
         samples = decode(audio, max_seconds=self.settings.max_seconds)
+        if speech_seconds(samples) == 0.0:  # before the model: silence costs no encoder pass
+            raise BadAudio("I hear no speech in it")
         model = self.model.get()
         segments, info = self._start(model, samples, None if self.detect else hint)
         detected = info.language != hint
@@ -215,8 +217,6 @@ class WhisperTranscriber:
             # run yet, so dropping it costs nothing; the second run repeats only the VAD.
             segments, info = self._start(model, samples, hint)
             detected = False
-        if info.duration_after_vad == 0.0:
-            raise BadAudio("I hear no speech in it")
         text = _drain(segments)  # the lazy generator runs here, inside the worker thread
         if not text:
             raise BadAudio("I could not make out any words")
