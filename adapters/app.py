@@ -59,6 +59,7 @@ class App:
     store: Store
     llm: LanguageModel
     metrics: CollectorRegistry
+    transcriber: Transcriber | None = None
 
 
 GC_THRESHOLDS = (50_000, 20, 100)
@@ -167,7 +168,7 @@ async def open_app(
         metrics.register(ActorCollector(registry))
         retention = asyncio.create_task(_retention_loop(store, deps.clock, settings))
         try:
-            yield App(settings, registry, store, llm, metrics)
+            yield App(settings, registry, store, llm, metrics, transcriber)
         finally:
             retention.cancel()
             with suppress(asyncio.CancelledError):
