@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import threading
 import time
 from collections.abc import Iterable
@@ -38,6 +39,9 @@ log = logging.getLogger(__name__)
 DETECT_CONFIDENCE = 0.7
 """Whisper's own language detection overrides the profile's language only at or above this
 probability (on synthetic or very short speech it spreads ~0.1 over many languages)."""
+
+_CYRILLIC = re.compile(r"[\u0400-\u04ff]")
+_LATIN = re.compile(r"[A-Za-z]")
 
 
 class LazyWhisperModel:
@@ -126,13 +130,14 @@ class WhisperTranscriber:
         *,
         data_dir: Path,
         model: LazyWhisperModel | None = None,
-        detect: bool = True,
+        detect: bool = False,
     ) -> None:
         """Args:
             settings: model, duration cap, concurrency, threads, beam size, wait deadline.
             data_dir: where the packaged model is assembled (`<data_dir>/models/`).
             model: a model to share (tests, benchmarks); by default one built from settings.
-            detect: let Whisper's language detection override a weak hint (see `_decide`).
+            detect: always run Whisper's language detection first (one more encoder pass);
+                by default it runs only when the hint gave no words (see `_run`).
 
         Raises:
             SettingsError: `settings.model` names neither a directory nor a known model.
@@ -210,14 +215,10 @@ class WhisperTranscriber:
         if speech_seconds(samples) == 0.0:  # before the model: silence costs no encoder pass
             raise BadAudio("I hear no speech in it")
         model = self.model.get()
-        segments, info = self._start(model, samples, None if self.detect else hint)
-        detected = info.language != hint
-        if detected and info.language_probability < DETECT_CONFIDENCE:
-            # A weak detection loses to the profile's language. The first generator has not
-            # run yet, so dropping it costs nothing; the second run repeats only the VAD.
-            segments, info = self._start(model, samples, hint)
-            detected = False
-        text = _drain(segments)  # the lazy generator runs here, inside the worker thread
+        text, info = self._decode(model, samples, hint)
+        if not text and not self.detect:
+            # The hint gave nothing although VAD heard speech: it may be the wrong language.
+            text, info = self._redecode_detected(model, samples, hint)
         if not text:
             raise BadAudio("I could not make out any words")
         duration = len(samples) / SAMPLE_RATE
@@ -233,12 +234,32 @@ class WhisperTranscriber:
             },
         )
         return _Result(
-            Transcript(text, info.language, duration),
+            Transcript(text, _language(text, info.language), duration),
             info.duration_after_vad,
             info.language_probability,
-            detected,
+            info.all_language_probs is not None,
             seconds,
         )
+
+    def _decode(
+        self, model: WhisperModel, samples: Samples, hint: Language
+    ) -> tuple[str, TranscriptionInfo]:
+        """Transcribe in the hint's language, or (with `detect`) in the detected one unless the
+        detection is weak."""
+        segments, info = self._start(model, samples, None if self.detect else hint)
+        if info.language != hint and info.language_probability < DETECT_CONFIDENCE:
+            # The first generator has not run yet, so dropping it costs nothing.
+            segments, info = self._start(model, samples, hint)
+        return _drain(segments), info  # the lazy generator runs here, in the worker thread
+
+    def _redecode_detected(
+        self, model: WhisperModel, samples: Samples, hint: Language
+    ) -> tuple[str, TranscriptionInfo]:
+        """Transcribe in the detected language if Whisper is sure it is not the hint's."""
+        segments, info = self._start(model, samples, None)
+        if info.language == hint or info.language_probability < DETECT_CONFIDENCE:
+            return "", info
+        return _drain(segments), info
 
     def _start(
         self, model: WhisperModel, samples: Samples, language: str | None
@@ -251,6 +272,17 @@ class WhisperTranscriber:
             condition_on_previous_text=False,
         )
         return started
+
+
+def _language(text: str, decoded_as: str) -> str:
+    """The language of the text as written: under a Russian language token Whisper still
+    writes English speech in English, so the script, not the token, tells ru from en."""
+    if decoded_as not in ("ru", "en"):
+        return decoded_as
+    cyrillic, latin = len(_CYRILLIC.findall(text)), len(_LATIN.findall(text))
+    if cyrillic == latin:
+        return decoded_as
+    return "ru" if cyrillic > latin else "en"
 
 
 def _drain(segments: Iterable[Segment]) -> str:

@@ -154,3 +154,20 @@ async def test_a_note_that_waits_past_the_deadline_gets_busy_and_the_slot_return
     with pytest.raises(BadAudio):  # now it gets the slot (and finds no speech)
         await stt.transcribe(voice_notes["silence"], language_hint="ru")
     assert stt.limiter.borrowed_tokens == 0
+
+
+@pytest.mark.parametrize(("note", "hint", "language"), [("en", "ru", "en"), ("ru", "ru", "ru")])
+async def test_with_detection_a_confident_detection_wins_and_a_weak_one_loses(
+    whisper_model: LazyWhisperModel,
+    voice_notes: dict[str, bytes],
+    note: str,
+    hint: str,
+    language: str,
+) -> None:
+    stt = WhisperTranscriber(
+        SttSettings(), data_dir=whisper_model.data_dir, model=whisper_model, detect=True
+    )
+    result = await stt.transcribe(voice_notes[note], language_hint=hint)  # type: ignore[arg-type]
+    assert result.language == language
+    keys = audio.EN_KEY_WORDS if note == "en" else audio.RU_KEY_WORDS
+    assert audio.key_word_share(result.text, keys) >= 0.5, result.text

@@ -24,7 +24,18 @@ RU_PARAGRAPH = (
     "Спасибо большое, до свидания. Сегодня хорошая погода. "
     "Мне нужна новая работа. Хорошо, спасибо, до завтра. "
 )
-"""Sentences espeak-ng says clearly enough for Whisper base; repeated to make long clips."""
+"""About 10 s of sentences espeak-ng says clearly enough for Whisper base."""
+
+RU_STORY = RU_PARAGRAPH + (
+    "Утром я пил чай и читал газету. Потом мы поехали на работу на машине. "
+    "Вечером будет концерт в большом зале. Купите, пожалуйста, хлеб и молоко. "
+    "В субботу мы пойдём в парк гулять с собакой. Мой брат живёт в другом городе. "
+    "Завтра у меня встреча в десять часов. Напомните мне позвонить доктору. "
+    "Летом мы поедем на море отдыхать. Зимой здесь очень холодно и много снега. "
+    "Эта книга очень интересная, прочитайте её. Сколько стоит билет на поезд? "
+)
+"""About 40 s of distinct sentences (repeating one text makes Whisper suspect a loop and
+decode it again at higher temperatures)."""
 
 ESPEAK_SPEED = 130  # words per minute: slower than espeak's 175 default, clearer for Whisper
 
@@ -75,12 +86,6 @@ def make_voice_note(text: str, language: Language, path: Path) -> bytes:
     """An OGG/Opus voice note of `text` spoken by espeak-ng at `path`; returns its bytes."""
     wav = synthesize(text, language, path.with_suffix(".wav"))
     return encode_voice(wav, path)
-
-
-def make_long_note(text: str, language: Language, seconds: float, path: Path) -> bytes:
-    """`text` spoken over and over, cut to exactly `seconds` (for real-time-factor clips)."""
-    wav = synthesize(text * (1 + int(seconds // 3)), language, path.with_suffix(".wav"))
-    return encode_voice(wav, path, seconds=seconds)
 
 
 def make_silence(seconds: float, path: Path) -> bytes:
