@@ -1,12 +1,12 @@
 """Speech-to-text speed: the real-time factor (processing seconds / audio seconds) of
 `WhisperTranscriber` on ~10 s and ~40 s Russian voice notes (espeak-ng, OGG/Opus like
 Telegram's), with the model already loaded; also model load time and first-call latency, and
-beam size 1 vs 5, CTranslate2 threads 1 vs 2, language detection on vs off. One JSON line per
-configuration; `wer` is the word error rate against the spoken text (espeak is robotic, so it
-compares configurations, not Whisper). Other processes skew timings: the load average is
-printed with the numbers.
+beam size 1 vs 5, CTranslate2 threads 1 vs 2, and always running language detection (`-detect`).
+One JSON line per configuration; `wer` is the word error rate against the spoken text (espeak
+is robotic, so it compares configurations, not Whisper). Other processes skew timings: the
+load average is printed with the numbers.
 
-Run: .venv/bin/python -m bench.stt_bench [--runs 5] [--configs b1-t2,b5-t2,b1-t1,b1-t2-nodetect]
+Run: .venv/bin/python -m bench.stt_bench [--runs 5] [--configs b1-t2,b5-t2,b1-t1,b1-t2-detect]
 """
 
 from __future__ import annotations
@@ -42,7 +42,7 @@ def make_clips(folder: Path) -> dict[str, tuple[bytes, str, float]]:
 def parse(config: str) -> tuple[int, int, bool]:
     parts = config.split("-")
     beam, threads = int(parts[0].removeprefix("b")), int(parts[1].removeprefix("t"))
-    return beam, threads, "nodetect" not in parts
+    return beam, threads, "detect" in parts
 
 
 async def measure(
@@ -106,7 +106,7 @@ async def run(args: argparse.Namespace) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--runs", type=int, default=5)
-    parser.add_argument("--configs", default="b1-t2,b5-t2,b1-t1,b1-t2-nodetect")
+    parser.add_argument("--configs", default="b1-t2,b5-t2,b1-t1,b1-t2-detect")
     args = parser.parse_args()
     anyio.run(run, args)
 
