@@ -17,6 +17,7 @@ import os
 import statistics
 import tempfile
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -45,40 +46,35 @@ def parse(config: str) -> tuple[int, int, bool]:
     return beam, threads, "detect" in parts
 
 
-async def measure(
-    config: str, data_dir: Path, clips: dict[str, tuple[bytes, str, float]], runs: int
-) -> dict[str, Any]:
-    beam, threads, detect = parse(config)
+@dataclass
+class Config:
+    """One configuration under test, its transcriber and what was measured on it."""
+
+    name: str
+    stt: WhisperTranscriber
+    result: dict[str, Any]
+    times: dict[str, list[float]] = field(default_factory=dict)
+
+
+async def prepare(name: str, data_dir: Path, first_note: bytes) -> Config:
+    """Load a model for `name` (cold) and time its first transcription."""
+    beam, threads, detect = parse(name)
     model = LazyWhisperModel("", data_dir=data_dir, threads=threads)
-    stt = WhisperTranscriber(
-        SttSettings(beam_size=beam, threads=threads), data_dir=data_dir, model=model, detect=detect
-    )
+    settings = SttSettings(beam_size=beam, threads=threads)
+    stt = WhisperTranscriber(settings, data_dir=data_dir, model=model, detect=detect)
     await stt.load()
-    note10 = clips["10s"][0]
     started = time.perf_counter()
-    await stt.transcribe(note10, language_hint="ru")
+    await stt.transcribe(first_note, language_hint="ru")
     first_call = time.perf_counter() - started
-    result: dict[str, Any] = {
-        "config": config,
+    result = {
+        "config": name,
         "beam_size": beam,
         "threads": threads,
         "detect": detect,
         "load_s": round(model.load_seconds or 0.0, 3),
         "first_call_s": round(first_call, 3),
     }
-    for name, (note, text, seconds) in clips.items():
-        times, wer = [], 0.0
-        for _ in range(runs):
-            started = time.perf_counter()
-            transcript = await stt.transcribe(note, language_hint="ru")
-            times.append(time.perf_counter() - started)
-            wer = audio.word_error_rate(text, transcript.text)
-        median = statistics.median(times)
-        result[f"audio_{name}_s"] = round(seconds, 2)
-        result[f"median_{name}_s"] = round(median, 3)
-        result[f"rtf_{name}"] = round(median / seconds, 3)
-        result[f"wer_{name}"] = round(wer, 2)
-    return result
+    return Config(name, stt, result)
 
 
 async def run(args: argparse.Namespace) -> None:
@@ -86,21 +82,32 @@ async def run(args: argparse.Namespace) -> None:
         folder = Path(tmp)
         started = time.perf_counter()
         ensure_default_model(folder / "models")
-        print(
-            json.dumps(
-                {
-                    "assemble_s": round(time.perf_counter() - started, 3),
-                    "cpus": os.cpu_count(),
-                    "loadavg_start": [round(x, 2) for x in os.getloadavg()],
-                }
-            ),
-            flush=True,
-        )
+        header = {
+            "assemble_s": round(time.perf_counter() - started, 3),
+            "cpus": os.cpu_count(),
+            "loadavg_start": [round(x, 2) for x in os.getloadavg()],
+        }
+        print(json.dumps(header), flush=True)
         clips = make_clips(folder)
-        for config in args.configs.split(","):
-            result = await measure(config, folder, clips, args.runs)
-            result["loadavg_1m"] = round(os.getloadavg()[0], 2)
-            print(json.dumps(result), flush=True)
+        configs = [await prepare(n, folder, clips["10s"][0]) for n in args.configs.split(",")]
+        # Runs interleave the configurations, so load from other processes spreads evenly.
+        for _ in range(args.runs):
+            for config in configs:
+                for clip, (note, text, _seconds) in clips.items():
+                    started = time.perf_counter()
+                    transcript = await config.stt.transcribe(note, language_hint="ru")
+                    config.times.setdefault(clip, []).append(time.perf_counter() - started)
+                    config.result[f"wer_{clip}"] = round(
+                        audio.word_error_rate(text, transcript.text), 2
+                    )
+        for config in configs:
+            for clip, (_note, _text, seconds) in clips.items():
+                median = statistics.median(config.times[clip])
+                config.result[f"audio_{clip}_s"] = round(seconds, 2)
+                config.result[f"median_{clip}_s"] = round(median, 3)
+                config.result[f"rtf_{clip}"] = round(median / seconds, 3)
+            config.result["loadavg_end"] = [round(x, 2) for x in os.getloadavg()]
+            print(json.dumps(config.result), flush=True)
 
 
 def main() -> None:
