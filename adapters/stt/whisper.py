@@ -87,7 +87,12 @@ class LazyWhisperModel:
     def _load(self) -> WhisperModel:
         from faster_whisper import WhisperModel
 
-        where = resolve_model(self.spec, self.data_dir)
+        try:
+            where = resolve_model(self.spec, self.data_dir)
+        except OSError as exc:  # the data directory cannot be written: full, read-only
+            raise ModelUnavailable(
+                f"cannot assemble the Whisper model in {self.data_dir / 'models'}: {exc}"
+            ) from exc
         try:
             return WhisperModel(
                 where,
@@ -269,6 +274,8 @@ class WhisperTranscriber:
             language=language,
             beam_size=self.settings.beam_size,
             vad_filter=True,
+            # Each window decodes on its own: a misheard window cannot seed a repetition loop
+            # in the next (voice notes are short; little context is lost).
             condition_on_previous_text=False,
         )
         return started

@@ -143,3 +143,11 @@ def test_a_size_name_offline_fails_with_a_clear_error(tmp_path: Path) -> None:
     assert last.startswith("adapters.stt.model.ModelUnavailable: BUTLER_WHISPER_MODEL='tiny'")
     assert "Hugging Face hub" in last
     assert "converted model directory" in last
+
+
+def test_a_data_directory_that_cannot_hold_the_model_is_a_clear_error(tmp_path: Path) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    model = LazyWhisperModel("", data_dir=blocker / "data")
+    with pytest.raises(ModelUnavailable, match="cannot assemble the Whisper model in"):
+        model.get()
