@@ -60,6 +60,7 @@ class App:
     store: Store
     llm: LanguageModel
     metrics: CollectorRegistry
+    transcriber: Transcriber | None = None
 
 
 GC_THRESHOLDS = (50_000, 20, 100)
@@ -119,6 +120,17 @@ def make_llm(settings: Settings) -> LanguageModel:
     return FallbackChain(http, local, primary_endpoints=len(settings.llm_urls))
 
 
+def make_transcriber(settings: Settings) -> Transcriber:
+    """Whisper on the CPU; cheap to build: the model loads on the first voice note.
+
+    Raises:
+        SettingsError: `BUTLER_WHISPER_MODEL` names neither a directory nor a known model.
+    """
+    from adapters.stt.whisper import WhisperTranscriber
+
+    return WhisperTranscriber(settings.stt, data_dir=settings.data_dir)
+
+
 @asynccontextmanager
 async def open_app(
     *,
@@ -151,6 +163,7 @@ async def open_app(
         metrics = metrics if metrics is not None else CollectorRegistry()
         observer = observer if observer is not None else ButlerMetrics(metrics)
         counter = counter if counter is not None else make_counter(settings)
+        transcriber = transcriber if transcriber is not None else make_transcriber(settings)
         templates = Templates.load()
         deps = ActorDeps(
             store=store,
@@ -176,7 +189,7 @@ async def open_app(
         if recover:
             background.append(asyncio.create_task(recover_owed(registry, store)))
         try:
-            yield App(settings, registry, store, llm, metrics)
+            yield App(settings, registry, store, llm, metrics, transcriber)
         finally:
             for task in background:
                 task.cancel()

@@ -40,7 +40,21 @@ class TelegramSettings:
     rate_burst: int = 10
     quote_transcript: bool = True
     polling_timeout_s: int = 25
-    voice_max_seconds: int = 300
+
+
+@dataclass(frozen=True, slots=True)
+class SttSettings:
+    """Speech to text: which Whisper model, how long a note may be, how much CPU it may take."""
+
+    model: str = ""
+    """Empty: the packaged base model; else a model directory, a size name or a hub id."""
+    max_seconds: float = 300.0
+    concurrency: int = 1
+    threads: int = 0
+    """CTranslate2 threads per transcription; 0: the CPU count, at most 4."""
+    beam_size: int = 1
+    wait_s: float = 120.0
+    """How long a voice note may wait for a free transcription slot before TranscriberBusy."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,6 +76,7 @@ class Settings:
     budget: Budget = Budget()
     policy: CompressionPolicy = CompressionPolicy()
     actors: ActorSettings = ActorSettings()
+    stt: SttSettings = SttSettings()
     log_level: str = "WARNING"
     telegram: TelegramSettings = TelegramSettings()
     log_format: str = "text"
@@ -132,6 +147,14 @@ class Settings:
                 cache_ttl_s=float(get.int("BUTLER_LLM_CACHE_TTL_S", 86400, minimum=0)),
                 model_name=get.str("BUTLER_LLM_MODEL", "") or ",".join(urls),
             ),
+            stt=SttSettings(
+                model=get.str("BUTLER_WHISPER_MODEL", ""),
+                max_seconds=get.float("BUTLER_VOICE_MAX_SECONDS", 300.0),
+                concurrency=get.int("BUTLER_STT_CONCURRENCY", 1),
+                threads=get.int("BUTLER_STT_THREADS", 0, minimum=0),
+                beam_size=get.int("BUTLER_STT_BEAM_SIZE", 1),
+                wait_s=get.float("BUTLER_STT_WAIT_S", 120.0),
+            ),
             log_level=get.str("BUTLER_LOG_LEVEL", "WARNING").upper(),
             telegram=_telegram(get),
             log_format=_choice(env, "BUTLER_LOG_FORMAT", ("text", "json")),
@@ -173,7 +196,6 @@ def _telegram(get: _Reader) -> TelegramSettings:
         rate_burst=get.int("BUTLER_RATE_LIMIT_BURST", 10),
         quote_transcript=quote in {"1", "true", "yes", "on"},
         polling_timeout_s=get.int("BUTLER_TELEGRAM_POLL_TIMEOUT_S", 25, minimum=0),
-        voice_max_seconds=get.int("BUTLER_VOICE_MAX_SECONDS", 300),
     )
 
 

@@ -8,9 +8,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
-from engine.domain import MemoryEvent, MemorySlice, TurnContext, UserProfile
-from engine.errors import LLMRejected, LLMUnavailable, StoreUnavailable
-from engine.ports import Completion, CompletionRequest, OutgoingReply
+from engine.domain import Language, MemoryEvent, MemorySlice, TurnContext, UserProfile
+from engine.errors import BadAudio, LLMRejected, LLMUnavailable, StoreUnavailable, TranscriberBusy
+from engine.ports import Completion, CompletionRequest, OutgoingReply, Transcript
 
 
 class MemoryStore:
@@ -201,3 +201,38 @@ class ManualClock:
     def advance(self, seconds: float) -> None:
         self.mono += seconds
         self.current += timedelta(seconds=seconds)
+
+
+class FakeTranscriber:
+    """A `Transcriber` that reads `speech(text, language)` bytes back; anything else is bad.
+
+    `capacity` concurrent calls at most; a call that finds none free within `wait_s` is busy.
+    """
+
+    PREFIX = b"speech:"
+
+    def __init__(self, *, capacity: int = 1, wait_s: float = 1.0) -> None:
+        self.slots = asyncio.Semaphore(capacity)
+        self.wait_s = wait_s
+        self.calls = 0
+
+    @classmethod
+    def speech(cls, text: str, language: Language) -> bytes:
+        return cls.PREFIX + f"{language}:{text}".encode()
+
+    async def transcribe(self, audio: bytes, *, language_hint: Language) -> Transcript:
+        self.calls += 1
+        try:
+            async with asyncio.timeout(self.wait_s):
+                await self.slots.acquire()
+        except TimeoutError as exc:
+            raise TranscriberBusy("no transcription slot free") from exc
+        try:
+            if not audio.startswith(self.PREFIX):
+                raise BadAudio("the recording could not be decoded")
+            language, _, text = audio.removeprefix(self.PREFIX).decode().partition(":")
+            if not text.strip():
+                raise BadAudio("I hear no speech in it")
+            return Transcript(text.strip(), language or language_hint, len(text) / 15)
+        finally:
+            self.slots.release()

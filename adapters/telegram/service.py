@@ -333,7 +333,7 @@ async def serve_telegram(
                 metrics=metrics,
                 limiter=RateLimiter(tg.rate_per_minute, tg.rate_burst),
                 allowed_users=tg.allowed_users,
-                voice_max_seconds=tg.voice_max_seconds,
+                voice_max_seconds=int(settings.stt.max_seconds),
             )
             dispatcher = Dispatcher()
             dispatcher.include_router(build_router(door))

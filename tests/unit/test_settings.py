@@ -7,7 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from adapters.settings import DEFAULT_LLM_URL, Settings, SettingsError
+from adapters.app import make_transcriber
+from adapters.settings import DEFAULT_LLM_URL, Settings, SettingsError, SttSettings
+from adapters.stt.whisper import WhisperTranscriber
 
 
 def test_defaults_live_under_xdg_data_home(tmp_path: Path) -> None:
@@ -184,3 +186,48 @@ def test_local_model_without_the_extra_says_how_to_install(
     )
     with pytest.raises(SettingsError, match=r"butler\[local-llm\]"):
         Settings.from_env({"BUTLER_LLM_LOCAL_MODEL": str(tmp_path)})
+
+
+def test_speech_to_text_defaults_and_overrides() -> None:
+    s = Settings.from_env({})
+    assert s.stt == SttSettings()
+    assert (s.stt.model, s.stt.max_seconds, s.stt.concurrency) == ("", 300.0, 1)
+    assert (s.stt.threads, s.stt.beam_size, s.stt.wait_s) == (0, 1, 120.0)
+    s = Settings.from_env(
+        {
+            "BUTLER_WHISPER_MODEL": " small ",
+            "BUTLER_VOICE_MAX_SECONDS": "60",
+            "BUTLER_STT_CONCURRENCY": "2",
+            "BUTLER_STT_THREADS": "4",
+            "BUTLER_STT_BEAM_SIZE": "5",
+            "BUTLER_STT_WAIT_S": "30",
+        }
+    )
+    assert s.stt == SttSettings("small", 60.0, 2, 4, 5, 30.0)
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("BUTLER_VOICE_MAX_SECONDS", "0"),
+        ("BUTLER_VOICE_MAX_SECONDS", "five"),
+        ("BUTLER_STT_CONCURRENCY", "0"),
+        ("BUTLER_STT_THREADS", "-1"),
+        ("BUTLER_STT_BEAM_SIZE", "0"),
+        ("BUTLER_STT_WAIT_S", "-3"),
+    ],
+)
+def test_bad_speech_to_text_values_name_their_variable(name: str, value: str) -> None:
+    with pytest.raises(SettingsError, match=name):
+        Settings.from_env({name: value})
+
+
+def test_the_transcriber_is_built_cheaply_and_checks_its_model(tmp_path: Path) -> None:
+    settings = Settings.from_env({"BUTLER_DATA_DIR": str(tmp_path)})
+    transcriber = make_transcriber(settings)
+    assert isinstance(transcriber, WhisperTranscriber)
+    assert not transcriber.model.loaded
+    assert not (tmp_path / "models").exists()  # assembled on the first voice note
+    bad = Settings.from_env({"BUTLER_DATA_DIR": str(tmp_path), "BUTLER_WHISPER_MODEL": "nope"})
+    with pytest.raises(SettingsError, match="BUTLER_WHISPER_MODEL='nope'"):
+        make_transcriber(bad)

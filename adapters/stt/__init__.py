@@ -1,0 +1,1 @@
+"""Speech to text: the Whisper transcriber (faster-whisper) and its model provisioning."""
