@@ -5,6 +5,7 @@ real SQLite file, the real aiogram session (with `EmulatorGaps` for what the emu
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 import sys
@@ -21,10 +22,12 @@ from adapters.app import App
 from adapters.service import serve
 from adapters.settings import Settings
 from adapters.storage.sqlite import SqliteStore
+from adapters.stt.whisper import LazyWhisperModel, WhisperTranscriber
 from adapters.telegram.service import make_session
 from adapters.telegram.split import utf16_len
 from adapters.telegram.texts import text as tg_text
 from engine.persona import variants
+from tests.support.audio import RU_KEY_WORDS, key_word_share
 from tests.support.openai_server import OpenAIServer
 from tests.support.telegram_emulator import TOKEN, Emulator, free_port
 
@@ -58,7 +61,12 @@ class Running:
 
 @asynccontextmanager
 async def butler(
-    emulator: Emulator, llm: OpenAIServer, tmp_path: Path, **env: str
+    emulator: Emulator,
+    llm: OpenAIServer,
+    tmp_path: Path,
+    *,
+    transcriber: Any = None,
+    **env: str,
 ) -> AsyncIterator[Running]:
     settings = Settings.from_env(
         {
@@ -77,7 +85,13 @@ async def butler(
     stop = asyncio.Event()
     ready: asyncio.Future[App] = asyncio.get_running_loop().create_future()
     task = asyncio.create_task(
-        serve(settings, stop=stop, session=session, on_ready=ready.set_result)
+        serve(
+            settings,
+            stop=stop,
+            session=session,
+            on_ready=ready.set_result,
+            transcriber=transcriber,
+        )
     )
     try:
         app = await asyncio.wait_for(asyncio.shield(ready), 30)
@@ -333,3 +347,31 @@ async def test_without_a_token_the_engine_and_admin_server_run_alone(tmp_path: P
     finally:
         stop.set()
         await asyncio.wait_for(task, 30)
+
+
+async def test_a_voice_note_is_transcribed_and_answered_in_persona(
+    emulator: Emulator,
+    llm: OpenAIServer,
+    tmp_path: Path,
+    whisper_model: LazyWhisperModel,
+    voice_notes: dict[str, bytes],
+):
+    settings = Settings.from_env({"BUTLER_DATA_DIR": str(tmp_path)})
+    transcriber = WhisperTranscriber(settings.stt, data_dir=tmp_path, model=whisper_model)
+    async with butler(emulator, llm, tmp_path, transcriber=transcriber) as running:
+        await emulator.send_voice(1101, voice_notes["ru"], duration=4)
+        [reply] = await emulator.wait_for(1101, lambda m: len(m) >= 1, within=90)
+        await emulator.send_voice(1101, b"OggS\x00 this is not audio", duration=2)
+        texts = await emulator.texts(1101, 2, within=90)
+    heard = reply["text"].split("\n\n", 1)[0]
+    assert key_word_share(heard, RU_KEY_WORDS) >= 0.5, heard
+    assert reply["text"].startswith(heard)
+    entities = (
+        json.loads(reply["entities"]) if isinstance(reply["entities"], str) else reply["entities"]
+    )
+    assert entities[0]["type"] == "blockquote"
+    assert PERSONA_MARK in reply["text"]
+    assert any(texts[1].startswith(v.split("{")[0]) for v in variants("voice_rejected", "ru"))
+    _, events = await stored(running.settings, "tg:1101")
+    assert [(e.role, e.source) for e in events] == [("user", "voice"), ("assistant", "voice")] * 2
+    assert key_word_share(events[0].content, RU_KEY_WORDS) >= 0.5
