@@ -43,6 +43,7 @@ from engine.errors import (
     MessageTooLong,
     StoreUnavailable,
     SummaryRejected,
+    TranscriberBusy,
     TransientError,
 )
 from engine.lifecycle import RESTING_PHASES, Phase, Trigger
@@ -55,7 +56,7 @@ from engine.messages import (
     UpdateProfile,
     UserMessage,
 )
-from engine.persona import line
+from engine.persona import audio_problem, line
 from engine.ports import Completion, CompletionRequest, OutgoingReply, ReplyKind
 from engine.prompt import Prompt
 
@@ -333,13 +334,16 @@ class UserActor:
         self._fire(Trigger.HEAR_VOICE)
         try:
             if not cmd.audio or deps.transcriber is None:
-                raise BadAudio("the recording is no longer available")  # noqa: TRY301
+                raise BadAudio("the recording is no longer available", "lost")  # noqa: TRY301
             with deps.tracer.start_as_current_span("stt.transcribe"):
                 transcript = await deps.transcriber.transcribe(
                     cmd.audio, language_hint=self.language
                 )
-        except BadAudio as exc:
-            text = line("voice_rejected", self.language, cmd.event.id, reason=str(exc))
+        except (BadAudio, TranscriberBusy) as exc:
+            # The audio itself is not kept: the user is asked to send it again.
+            problem = exc.problem if isinstance(exc, BadAudio) else "busy"
+            reason = audio_problem(problem, self.language)
+            text = line("voice_rejected", self.language, cmd.event.id, reason=reason)
             await self._finish(
                 cmd.event, text, "voice_rejected", Trigger.TRANSCRIPTION_FAILED, envelope
             )

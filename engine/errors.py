@@ -17,6 +17,8 @@ ButlerError
 
 from __future__ import annotations
 
+from typing import Literal
+
 
 class ButlerError(Exception):
     """Root of every error Butler raises on purpose."""
@@ -62,8 +64,19 @@ class LLMRejected(PermanentError):
     """The language model refused the request itself (bad request, auth, unknown model)."""
 
 
+AudioProblem = Literal["empty", "corrupt", "cut_short", "silent", "unclear", "too_long", "lost"]
+
+
 class BadAudio(PermanentError):
-    """Audio that cannot be decoded, holds no speech, or is longer than allowed."""
+    """Audio that cannot be decoded, holds no speech, or is longer than allowed.
+
+    `problem` names what was wrong, so the butler can say it in the user's language (the
+    message is for logs).
+    """
+
+    def __init__(self, message: str, problem: AudioProblem = "corrupt") -> None:
+        super().__init__(message)
+        self.problem: AudioProblem = problem
 
 
 class MessageTooLong(PermanentError):

@@ -96,3 +96,23 @@ def line(kind: LineKind, language: Language, seed: str = "", **values: object) -
     variants = _LINES[kind][language]
     text = variants[sum(map(ord, seed)) % len(variants)]
     return text.format(**values) if values else text
+
+
+_AUDIO_PROBLEMS: dict[str, dict[Language, str]] = {
+    "empty": {"ru": "запись пуста", "en": "the recording is empty"},
+    "corrupt": {"ru": "запись повреждена", "en": "the recording is damaged"},
+    "cut_short": {"ru": "запись оборвалась", "en": "the recording was cut short"},
+    "silent": {"ru": "в ней не слышно речи", "en": "I hear no speech in it"},
+    "unclear": {"ru": "я не разобрал ни слова", "en": "I could not make out any words"},
+    "too_long": {
+        "ru": "она длиннее, чем я успеваю выслушать",
+        "en": "it is longer than I may listen to",
+    },
+    "lost": {"ru": "запись не сохранилась", "en": "the recording is no longer available"},
+    "busy": {"ru": "я был занят другими записями", "en": "I was busy with other recordings"},
+}
+
+
+def audio_problem(problem: str, language: Language) -> str:
+    """What was wrong with a voice note, as the butler says it (`BadAudio.problem`)."""
+    return _AUDIO_PROBLEMS.get(problem, _AUDIO_PROBLEMS["corrupt"])[language]

@@ -32,21 +32,21 @@ def decode(audio: bytes, *, max_seconds: float) -> Samples:
         BadAudio: empty, undecodable, cut short, soundless, or longer than `max_seconds`.
     """
     if not audio:
-        raise BadAudio("the recording is empty")
+        raise BadAudio("the recording is empty", "empty")
     if audio.startswith(b"OggS"):
         check_ogg(audio)
     try:
         declared = _declared_seconds(audio)
         if declared is not None and declared > max_seconds + 1.0:
-            raise BadAudio(_too_long(declared, max_seconds))
+            raise BadAudio(_too_long(declared, max_seconds), "too_long")
         samples: Samples = decode_audio(io.BytesIO(audio), sampling_rate=SAMPLE_RATE)
     except (av.error.FFmpegError, IndexError) as exc:  # IndexError: no audio stream to decode
-        raise BadAudio("the recording could not be decoded") from exc
+        raise BadAudio("the recording could not be decoded", "corrupt") from exc
     seconds = len(samples) / SAMPLE_RATE
     if seconds == 0.0:
-        raise BadAudio("the recording holds no sound")
+        raise BadAudio("the recording holds no sound", "silent")
     if seconds > max_seconds:  # the container may understate its length
-        raise BadAudio(_too_long(seconds, max_seconds))
+        raise BadAudio(_too_long(seconds, max_seconds), "too_long")
     return samples
 
 
@@ -64,7 +64,7 @@ def _declared_seconds(audio: bytes) -> float | None:
     """The container's own idea of the length, read without decoding (None if it has none)."""
     with av.open(io.BytesIO(audio), mode="r", metadata_errors="ignore") as container:
         if not container.streams.audio:
-            raise BadAudio("the file holds no audio")
+            raise BadAudio("the file holds no audio", "corrupt")
         if container.duration is None:
             return None
         return float(container.duration / av.time_base)
@@ -80,17 +80,17 @@ def check_ogg(data: bytes) -> None:
     size = len(data)
     while pos < size:
         if size - pos < _OGG_HEADER.size:
-            raise BadAudio("the recording was cut short")
+            raise BadAudio("the recording was cut short", "cut_short")
         capture, _version, flags, _granule, _serial, _seq, _crc, segments = _OGG_HEADER.unpack_from(
             data, pos
         )
         if capture != b"OggS":
-            raise BadAudio("the recording is damaged")
+            raise BadAudio("the recording is damaged", "corrupt")
         body_at = pos + _OGG_HEADER.size + segments
         if body_at > size:
-            raise BadAudio("the recording was cut short")
+            raise BadAudio("the recording was cut short", "cut_short")
         pos = body_at + sum(data[pos + _OGG_HEADER.size : body_at])
         if pos > size:
-            raise BadAudio("the recording was cut short")
+            raise BadAudio("the recording was cut short", "cut_short")
     if not flags & _OGG_EOS:
-        raise BadAudio("the recording was cut short")
+        raise BadAudio("the recording was cut short", "cut_short")

@@ -218,14 +218,14 @@ class WhisperTranscriber:
         started = time.perf_counter()
         samples = decode(audio, max_seconds=self.settings.max_seconds)
         if speech_seconds(samples) == 0.0:  # before the model: silence costs no encoder pass
-            raise BadAudio("I hear no speech in it")
+            raise BadAudio("I hear no speech in it", "silent")
         model = self.model.get()
         text, info = self._decode(model, samples, hint)
         if not text and not self.detect:
             # The hint gave nothing although VAD heard speech: it may be the wrong language.
             text, info = self._redecode_detected(model, samples, hint)
         if not text:
-            raise BadAudio("I could not make out any words")
+            raise BadAudio("I could not make out any words", "unclear")
         duration = len(samples) / SAMPLE_RATE
         seconds = time.perf_counter() - started
         log.info(

@@ -23,9 +23,10 @@ from tests.fakes import CollectingSink, MemoryStore, ScriptedLLM
 pytestmark = pytest.mark.anyio
 
 
-async def talk(admin: Admin, user: str, text: str = "Добрый вечер") -> None:
+async def talk(admin: Admin, user: str, text: str = "") -> None:
+    """A message from `user` (its own text by default: identical prompts hit the cache)."""
     before = len(admin.sink.replies)
-    await admin.app.registry.tell_text(user, text)
+    await admin.app.registry.tell_text(user, text or f"Добрый вечер, это {user}")
     await admin.sink.wait_for(before + 1)
 
 

@@ -83,3 +83,16 @@ def test_choice_depends_on_the_seed_only() -> None:
         ru = _LINES["degraded"]["ru"].index(line("degraded", "ru", seed))
         en = _LINES["degraded"]["en"].index(line("degraded", "en", seed))
         assert ru == en
+
+
+def test_every_audio_problem_is_said_in_both_languages():
+    from typing import get_args
+
+    from engine.errors import AudioProblem
+    from engine.persona import audio_problem
+
+    for problem in (*get_args(AudioProblem), "busy"):
+        ru, en = audio_problem(problem, "ru"), audio_problem(problem, "en")
+        assert ru != en
+        assert not any("a" <= c <= "z" for c in ru.lower())  # no English inside Russian lines
+    assert audio_problem("unknown", "en") == audio_problem("corrupt", "en")
