@@ -8,7 +8,8 @@ from typing import get_args
 import pytest
 
 from engine.domain import LANGUAGES, Language
-from engine.persona import _LINES, LineKind, line
+from engine.errors import AudioProblem
+from engine.persona import _LINES, LineKind, audio_problem, line
 
 KINDS: tuple[LineKind, ...] = get_args(LineKind)
 CYRILLIC = re.compile("[\u0400-\u04ff]")
@@ -86,11 +87,6 @@ def test_choice_depends_on_the_seed_only() -> None:
 
 
 def test_every_audio_problem_is_said_in_both_languages():
-    from typing import get_args
-
-    from engine.errors import AudioProblem
-    from engine.persona import audio_problem
-
     for problem in (*get_args(AudioProblem), "busy"):
         ru, en = audio_problem(problem, "ru"), audio_problem(problem, "en")
         assert ru != en
