@@ -11,13 +11,16 @@ import sys
 from collections.abc import Sequence
 from dataclasses import asdict
 from datetime import datetime
-from typing import Any, TextIO
+from pathlib import Path
+from typing import Any, TextIO, cast
 
 from actors.registry import Registry, Rejected
 from adapters.app import open_app, open_store, tune_gc
 from adapters.settings import Settings, SettingsError
+from adapters.storage.dump import DumpableStore, DumpError, export_store, import_store
 from adapters.telemetry import configure_tracing
-from engine.errors import ButlerError
+from engine.errors import ButlerError, StoreUnavailable
+from engine.persona import line
 from engine.ports import OutgoingReply
 
 NO_LLM_HINT = (
@@ -74,7 +77,11 @@ async def chat(settings: Settings, user_id: str, stdin: TextIO, out: TextIO) -> 
 
 
 async def _exchange(registry: Registry, sink: ConsoleSink, user_id: str, text: str) -> None:
-    ticket = await registry.tell_text(user_id, text)
+    try:
+        ticket = await registry.tell_text(user_id, text)
+    except StoreUnavailable:  # nothing was stored: the user is asked to send it again
+        sink.show(line("store_down", "ru", text))
+        return
     if isinstance(ticket, Rejected):
         sink.show(ticket.reply)
         return
@@ -134,6 +141,37 @@ async def admin_list(settings: Settings, *, out: TextIO) -> int:
         await store.close()
 
 
+async def db_command(settings: Settings, command: str, path: Path | None, *, out: TextIO) -> int:
+    """`butler db migrate|export PATH|import PATH` on the store named by `BUTLER_STORE`."""
+    store = cast(DumpableStore, await open_store(settings))  # opening migrates
+    try:
+        if command == "export":
+            assert path is not None
+            counts = await export_store(store, path)
+        elif command == "import":
+            assert path is not None
+            try:
+                counts = await import_store(store, path)
+            except (DumpError, OSError) as exc:
+                print(f"butler: cannot import {path}: {exc}; nothing was written", file=sys.stderr)
+                return 2
+        else:
+            print(f"butler: the store is migrated: {_store_name(settings)}", file=out)
+            return 0
+    finally:
+        await store.close()
+    print(f"butler: {command}ed {counts.profiles} profiles and {counts.events} events", file=out)
+    return 0
+
+
+def _store_name(settings: Settings) -> str:
+    """The store's location without credentials (a MongoDB URI may hold a password)."""
+    if settings.sqlite_path is not None:
+        return str(settings.sqlite_path)
+    scheme, _, rest = settings.store.partition("://")
+    return f"{scheme}://{rest.rpartition('@')[2].partition('?')[0]}"
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="butler", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -145,7 +183,25 @@ def _parser() -> argparse.ArgumentParser:
     show.add_argument("user")
     show.add_argument("--json", action="store_true", help="machine-readable output")
     admin_cmds.add_parser("list", help="all profiles")
+    db = commands.add_parser("db", help="schema, backups and moves between stores")
+    db_cmds = db.add_subparsers(dest="db_command", required=True)
+    db_cmds.add_parser("migrate", help="create the schema and indexes (idempotent)")
+    export = db_cmds.add_parser("export", help="write every profile and event to a JSONL file")
+    export.add_argument("path", type=Path)
+    load = db_cmds.add_parser("import", help="read a JSONL dump into the store (idempotent)")
+    load.add_argument("path", type=Path)
     return parser
+
+
+async def _command(args: argparse.Namespace, settings: Settings) -> int:
+    if args.command == "chat":
+        return await chat(settings, args.user, sys.stdin, sys.stdout)
+    if args.command == "db":
+        path = getattr(args, "path", None)
+        return await db_command(settings, args.db_command, path, out=sys.stdout)
+    if args.admin_command == "show":
+        return await admin_show(settings, args.user, as_json=args.json, out=sys.stdout)
+    return await admin_list(settings, out=sys.stdout)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -167,11 +223,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     tune_gc()
     provider = configure_tracing()
     try:
-        if args.command == "chat":
-            return asyncio.run(chat(settings, args.user, sys.stdin, sys.stdout))
-        if args.admin_command == "show":
-            return asyncio.run(admin_show(settings, args.user, as_json=args.json, out=sys.stdout))
-        return asyncio.run(admin_list(settings, out=sys.stdout))
+        return asyncio.run(_command(args, settings))
     except ButlerError as exc:
         print(f"butler: {exc}", file=sys.stderr)
         return 1

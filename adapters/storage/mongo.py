@@ -52,7 +52,11 @@ from engine.errors import ButlerError, StoreCorrupted, StoreUnavailable
 T = TypeVar("T")
 Session = AsyncClientSession | None
 
-DEFAULT_OPTIONS = {"serverSelectionTimeoutMS": 5000, "connectTimeoutMS": 5000, "socketTimeoutMS": 15000}
+DEFAULT_OPTIONS = {
+    "serverSelectionTimeoutMS": 5000,
+    "connectTimeoutMS": 5000,
+    "socketTimeoutMS": 15000,
+}
 """Applied unless the URI sets them: a dead server must fail a turn in seconds (the actor then
 apologises and retries), not after PyMongo's 30 s default."""
 
@@ -352,7 +356,9 @@ class MongoStore:
     async def events_page(self, *, after: tuple[str, str], limit: int) -> list[MemoryEvent]:
         """Events ordered by (user id, id), starting after the key `after`."""
         user_id, event_id = after
-        query = {"$or": [{"user_id": {"$gt": user_id}}, {"user_id": user_id, "id": {"$gt": event_id}}]}
+        query = {
+            "$or": [{"user_id": {"$gt": user_id}}, {"user_id": user_id, "id": {"$gt": event_id}}]
+        }
         async with self._op():
             cursor = self._events.find(query, _NO_PROJECTION).sort([("user_id", 1), ("id", 1)])
             docs = await cursor.limit(max(limit, 1)).to_list(None)
@@ -391,9 +397,7 @@ async def migrate(db: AsyncDatabase[Doc], *, retention_days: int) -> None:
         for name, (keys, options) in indexes.items():
             await db[collection].create_index(keys, name=name, **options)
     await _ensure_ttl(db, retention_days * 86_400)
-    await db[META].update_one(
-        {"_id": "schema"}, {"$max": {"version": SCHEMA_VERSION}}, upsert=True
-    )
+    await db[META].update_one({"_id": "schema"}, {"$max": {"version": SCHEMA_VERSION}}, upsert=True)
 
 
 async def _ensure_ttl(db: AsyncDatabase[Doc], seconds: int) -> None:
@@ -407,4 +411,5 @@ async def _ensure_ttl(db: AsyncDatabase[Doc], seconds: int) -> None:
             [("created_at", 1)], name=TTL_INDEX, expireAfterSeconds=seconds
         )
     elif existing != seconds:
-        await db.command("collMod", EVENTS, index={"name": TTL_INDEX, "expireAfterSeconds": seconds})
+        index = {"name": TTL_INDEX, "expireAfterSeconds": seconds}
+        await db.command("collMod", EVENTS, index=index)

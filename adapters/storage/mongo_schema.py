@@ -97,15 +97,12 @@ def decode_event(doc: Mapping[str, Any]) -> MemoryEvent:
         StoreCorrupted: the document is not an event this code can read.
     """
     try:
-        role, source = doc["role"], doc["source"]
-        if role not in _ROLES or source not in _SOURCES:
-            raise ValueError(f"role/source {role!r}/{source!r}")
         return MemoryEvent(
             id=_text(doc["id"]),
             user_id=_text(doc["user_id"]),
-            role=cast(Role, role),
+            role=cast(Role, _member(doc["role"], _ROLES)),
             content=_text(doc["content"]),
-            source=cast(Source, source),
+            source=cast(Source, _member(doc["source"], _SOURCES)),
             created_at=from_micros(_integer(doc["created_us"])),
             tokens=_integer(doc["tokens"]),
             reply_to=_text(doc["reply_to"]),
@@ -142,16 +139,13 @@ def decode_profile(doc: Mapping[str, Any]) -> UserProfile:
         StoreCorrupted: the document holds values no valid profile has.
     """
     try:
-        topics = doc["preferred_topics"]
-        if not isinstance(topics, list) or not all(isinstance(t, str) for t in topics):
-            raise TypeError("preferred_topics is not a list of strings")
         updated = doc["summary_updated_us"]
         return UserProfile(
             user_id=_text(doc["user_id"]),
             language=cast(Language, doc["language"]),
             persona=_text(doc["persona"]),
             tone=cast(Tone, doc["tone"]),
-            preferred_topics=tuple(topics),
+            preferred_topics=_topics(doc["preferred_topics"]),
             memory_summary=_text(doc["memory_summary"]),
             created_at=from_micros(_integer(doc["created_us"])),
             updated_at=from_micros(_integer(doc["updated_us"])),
@@ -160,6 +154,18 @@ def decode_profile(doc: Mapping[str, Any]) -> UserProfile:
         )
     except (KeyError, TypeError, ValueError, OverflowError) as exc:
         raise StoreCorrupted(f"profile {doc.get('user_id')!r} cannot be read: {exc!r}") from exc
+
+
+def _member(value: object, allowed: tuple[str, ...]) -> str:
+    if value not in allowed:
+        raise ValueError(f"{value!r} is not one of {allowed}")
+    return str(value)
+
+
+def _topics(value: object) -> tuple[str, ...]:
+    if not isinstance(value, list):
+        raise TypeError("preferred_topics is not a list")
+    return tuple(_text(topic) for topic in value)
 
 
 def _text(value: object) -> str:

@@ -11,7 +11,7 @@ import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 import pytest
 from pymongo import MongoClient
@@ -75,7 +75,8 @@ class MongoBackend:
         )
 
     def drop(self) -> None:
-        with MongoClient(self.uri, serverSelectionTimeoutMS=5000) as client:
+        client: MongoClient[dict[str, Any]] = MongoClient(self.uri, serverSelectionTimeoutMS=5000)
+        with client:
             client.drop_database(self.database)
 
 
