@@ -7,6 +7,7 @@ transactions (where the server has them) and the mapping of PyMongo's errors.
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from datetime import datetime
@@ -48,6 +49,9 @@ from adapters.storage.mongo_schema import (
 )
 from engine.domain import MemoryEvent, MemorySlice, TurnContext, UserProfile
 from engine.errors import ButlerError, StoreCorrupted, StoreUnavailable
+
+# PyMongo logs whole commands (message text included) at DEBUG; Butler's logs carry none.
+logging.getLogger("pymongo.command").setLevel(logging.INFO)
 
 T = TypeVar("T")
 Session = AsyncClientSession | None
