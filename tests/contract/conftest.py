@@ -12,6 +12,7 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
+from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 from pymongo import MongoClient
@@ -60,8 +61,8 @@ class MongoBackend:
 
     @property
     def database_uri(self) -> str:
-        base, _, query = self.uri.partition("?")
-        return f"{base.rstrip('/')}/{self.database}?{query}"
+        """`uri` with its database (the path) replaced by this backend's own."""
+        return urlunsplit(urlsplit(self.uri)._replace(path=f"/{self.database}"))
 
     async def open(self) -> Store:
         return await MongoStore.open(self.database_uri)
@@ -90,8 +91,7 @@ def _secantus(request: pytest.FixtureRequest, tmp_path: Path) -> Backend:
 
 
 def _real_mongodb(request: pytest.FixtureRequest, tmp_path: Path) -> Backend:
-    uri = REAL_MONGODB if "?" in REAL_MONGODB else f"{REAL_MONGODB}?"
-    return MongoBackend(uri, _fresh_database())
+    return MongoBackend(REAL_MONGODB, _fresh_database())
 
 
 BACKENDS: dict[str, Callable[[pytest.FixtureRequest, Path], Backend]] = {
