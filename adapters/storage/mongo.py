@@ -61,11 +61,14 @@ DEFAULT_OPTIONS = {
     "connectTimeoutMS": 5000,
     "socketTimeoutMS": 15000,
     "journal": True,
+    "serverMonitoringMode": "poll",
 }
 """Applied unless the URI sets them. A dead server must fail a turn in seconds (the actor then
 apologises and retries), not after PyMongo's 30 s default. A write is acknowledged once it is in
 the journal: with MongoDB's default (j: false) a killed server loses up to ~100 ms of
-acknowledged writes, and an acknowledged message must never be lost."""
+acknowledged writes, and an acknowledged message must never be lost. Polling monitoring: the
+streaming mode's extra monitor connections, when a client closes while one is still
+connecting, leak a socket (PyMongo 4.20); a failed operation still triggers a check at once."""
 
 # Server error codes that a later try may not meet: shutdown, step-down, lock and write
 # conflicts, timeouts, and refused credentials (fixed by the operator without losing a message).
