@@ -108,7 +108,7 @@ async def admin_show(settings: Settings, user_id: str, *, as_json: bool, out: Te
     finally:
         await store.close()
     if profile is None:
-        print(f"butler: no user {user_id!r} in {settings.store}", file=sys.stderr)
+        print(f"butler: no user {user_id!r} in {_store_name(settings)}", file=sys.stderr)
         return 1
     data: dict[str, Any] = {
         "user_id": user_id,
