@@ -76,7 +76,9 @@ class MongoBackend:
         )
 
     def drop(self) -> None:
-        client: MongoClient[dict[str, Any]] = MongoClient(self.uri, serverSelectionTimeoutMS=5000)
+        client: MongoClient[dict[str, Any]] = MongoClient(
+            self.uri, serverSelectionTimeoutMS=5000, serverMonitoringMode="poll"
+        )
         with client:
             client.drop_database(self.database)
 

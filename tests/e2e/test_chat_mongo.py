@@ -51,7 +51,9 @@ def llm(tmp_path: Path) -> Iterator[LLMServer]:
 
 
 def database(uri: str) -> Any:
-    client: MongoClient[dict[str, Any]] = MongoClient(uri, serverSelectionTimeoutMS=5000)
+    client: MongoClient[dict[str, Any]] = MongoClient(
+        uri, serverSelectionTimeoutMS=5000, serverMonitoringMode="poll"
+    )
     return client.get_default_database()
 
 

@@ -60,7 +60,7 @@ async def store(uri: str) -> AsyncIterator[MongoStore]:
 @pytest.fixture
 async def raw(uri: str) -> AsyncIterator[Any]:
     """A plain PyMongo handle on the store's database."""
-    client: AsyncMongoClient[Doc] = AsyncMongoClient(uri)
+    client: AsyncMongoClient[Doc] = AsyncMongoClient(uri, serverMonitoringMode="poll")
     try:
         yield client.get_default_database()
     finally:
