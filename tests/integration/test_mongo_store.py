@@ -24,8 +24,9 @@ from pymongo.errors import (
     ServerSelectionTimeoutError,
 )
 
-from adapters.storage.mongo import MongoStore, client_options, map_error, supports_transactions
+from adapters.storage.mongo import MongoStore
 from adapters.storage.mongo_schema import SCHEMA_VERSION
+from adapters.storage.mongo_setup import client_options, map_error, supports_transactions
 from engine.domain import EventIds, MemoryEvent, UserProfile
 from engine.errors import StoreCorrupted, StoreUnavailable
 from tests.support.secantus import SecantusServer
