@@ -75,10 +75,12 @@ def tune_gc() -> None:
 
 
 async def open_store(settings: Settings) -> Store:
-    """The store named by `BUTLER_STORE` (a SQLite path by default)."""
+    """The store named by `BUTLER_STORE`: a SQLite path by default, or a MongoDB URI."""
     path = settings.sqlite_path
     if path is None:
-        raise StoreUnavailable("MongoDB stores are not available in this build")
+        from adapters.storage.mongo import MongoStore
+
+        return await MongoStore.open(settings.store, retention_days=settings.retention_days)
     from adapters.storage.sqlite import SqliteStore
 
     path.parent.mkdir(parents=True, exist_ok=True)

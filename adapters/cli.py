@@ -8,20 +8,23 @@ import logging
 import os
 import sys
 from collections.abc import Sequence
-from typing import TextIO
+from pathlib import Path
+from typing import TextIO, cast
 
 from opentelemetry import trace
 
 from actors.registry import Registry, Rejected
 from adapters.admin.commands import add_admin_parser, run_admin
-from adapters.app import open_app, tune_gc
+from adapters.app import open_app, open_store, tune_gc
 from adapters.logs import configure_logging
 from adapters.redaction import install_log_redaction
 from adapters.service import serve
 from adapters.settings import Settings, SettingsError
+from adapters.storage.dump import DumpableStore, DumpError, export_store, import_store
 from adapters.telemetry import configure_tracing
 from adapters.worker_command import worker
-from engine.errors import ButlerError
+from engine.errors import ButlerError, StoreUnavailable
+from engine.persona import line
 from engine.ports import OutgoingReply
 
 tracer = trace.get_tracer("butler.cli")
@@ -81,7 +84,11 @@ async def chat(settings: Settings, user_id: str, stdin: TextIO, out: TextIO) -> 
 
 async def _exchange(registry: Registry, sink: ConsoleSink, user_id: str, text: str) -> None:
     with tracer.start_as_current_span("chat.message"):  # the message's trace root
-        ticket = await registry.tell_text(user_id, text)
+        try:
+            ticket = await registry.tell_text(user_id, text)
+        except StoreUnavailable:  # nothing was stored: the user is asked to send it again
+            sink.show(line("store_down", "ru", text))
+            return
     if isinstance(ticket, Rejected):
         sink.show(ticket.reply)
         return
@@ -98,6 +105,37 @@ async def run(settings: Settings) -> int:
     return 0
 
 
+async def db_command(settings: Settings, command: str, path: Path | None, *, out: TextIO) -> int:
+    """`butler db migrate|export PATH|import PATH` on the store named by `BUTLER_STORE`."""
+    store = cast(DumpableStore, await open_store(settings))  # opening migrates
+    try:
+        if command == "export":
+            assert path is not None
+            counts = await export_store(store, path)
+        elif command == "import":
+            assert path is not None
+            try:
+                counts = await import_store(store, path)
+            except (DumpError, OSError) as exc:
+                print(f"butler: cannot import {path}: {exc}; nothing was written", file=sys.stderr)
+                return 2
+        else:
+            print(f"butler: the store is migrated: {_store_name(settings)}", file=out)
+            return 0
+    finally:
+        await store.close()
+    print(f"butler: {command}ed {counts.profiles} profiles and {counts.events} events", file=out)
+    return 0
+
+
+def _store_name(settings: Settings) -> str:
+    """The store's location without credentials (a MongoDB URI may hold a password)."""
+    if settings.sqlite_path is not None:
+        return str(settings.sqlite_path)
+    scheme, _, rest = settings.store.partition("://")
+    return f"{scheme}://{rest.rpartition('@')[2].partition('?')[0]}"
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="butler", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -109,6 +147,13 @@ def _parser() -> argparse.ArgumentParser:
         help="serve the Telegram bot (long polling, or a webhook with BUTLER_WEBHOOK_URL) "
         "and the admin server",
     )
+    db = commands.add_parser("db", help="schema, backups and moves between stores")
+    db_cmds = db.add_subparsers(dest="db_command", required=True)
+    db_cmds.add_parser("migrate", help="create the schema and indexes (idempotent)")
+    export = db_cmds.add_parser("export", help="write every profile and event to a JSONL file")
+    export.add_argument("path", type=Path)
+    load = db_cmds.add_parser("import", help="read a JSONL dump into the store (idempotent)")
+    load.add_argument("path", type=Path)
     worker = commands.add_parser("worker", help="compress the memory of eligible users")
     worker.add_argument("--once", action="store_true", help="one sweep, then exit (cron)")
     worker.add_argument("--interval", type=float, metavar="S", help="seconds between sweeps")
@@ -120,6 +165,9 @@ async def _command(settings: Settings, args: argparse.Namespace) -> int:
         return await chat(settings, args.user, sys.stdin, sys.stdout)
     if args.command == "run":
         return await run(settings)
+    if args.command == "db":
+        path = getattr(args, "path", None)
+        return await db_command(settings, args.db_command, path, out=sys.stdout)
     if args.command == "worker":
         return await worker(settings, once=args.once, interval_s=args.interval)
     return await run_admin(settings, args, sys.stdout)

@@ -62,7 +62,7 @@ class Settings:
     """Everything configurable, with the defaults of the embedded (no server) setup."""
 
     data_dir: Path
-    store: str
+    store: str = field(repr=False)  # a MongoDB URI may carry a password
     llm_urls: tuple[str, ...] = (DEFAULT_LLM_URL,)
     llm_model: str = ""
     llm_api_key: str = field(default="", repr=False)

@@ -1,11 +1,15 @@
-"""Shared fixtures: the async backend for anyio's pytest plugin, the Whisper model, voice notes."""
+"""Shared fixtures: the async backend for anyio's pytest plugin, the Whisper model, voice
+notes, a MongoDB-protocol server."""
 
 from __future__ import annotations
+
+from collections.abc import Iterator
 
 import pytest
 
 from adapters.stt.whisper import LazyWhisperModel
 from tests.support import audio
+from tests.support.secantus import SecantusServer
 
 
 @pytest.fixture
@@ -31,3 +35,14 @@ def voice_notes(tmp_path_factory: pytest.TempPathFactory) -> dict[str, bytes]:
         "silence": audio.make_silence(3.0, folder / "silence.ogg"),
         "tone": audio.make_tone(3.0, folder / "tone.ogg"),
     }
+
+
+@pytest.fixture(scope="session")
+def secantus(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SecantusServer]:
+    """One `secantusd-py` for the session; tests keep apart by using fresh database names."""
+    server = SecantusServer(tmp_path_factory.mktemp("secantus"))
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()

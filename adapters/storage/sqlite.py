@@ -70,6 +70,9 @@ _UNANSWERED = """
 _EVENTS_BEFORE = """
     SELECT id, role, content, source, created_at, tokens, reply_to
     FROM user_memory WHERE user_id = ? ORDER BY id DESC LIMIT -1 OFFSET ?"""
+_EVENTS_PAGE = """
+    SELECT user_id, id, role, content, source, created_at, tokens, reply_to
+    FROM user_memory WHERE (user_id, id) > (?, ?) ORDER BY user_id, id LIMIT ?"""
 _DELETE_EVENT = "DELETE FROM user_memory WHERE user_id = ? AND id = ?"
 _PURGE = "DELETE FROM user_memory WHERE created_at < ?"
 _CACHE_PUT = """
@@ -193,6 +196,11 @@ class SqliteStore:
         params = (threshold, max(limit, 0))
         return await self._read(lambda conn: _counts(conn, params))
 
+    async def events_page(self, *, after: tuple[str, str], limit: int) -> list[MemoryEvent]:
+        """Events ordered by (user id, id), starting after the key `after` (for dumps)."""
+        params = (*after, max(limit, 1))
+        return await self._read(lambda conn: _page(conn, params))
+
     async def _read(self, work: Callable[[sqlite3.Connection], T]) -> T:
         return await self._db.call(work, write=False)
 
@@ -218,6 +226,11 @@ def _events(
 ) -> list[MemoryEvent]:
     """Events of `user_id` selected by `sql` (which leaves user_id out: it is known)."""
     return decode_events(user_id, conn.execute(sql, params).fetchall())
+
+
+def _page(conn: sqlite3.Connection, params: tuple[str, str, int]) -> list[MemoryEvent]:
+    rows = conn.execute(_EVENTS_PAGE, params).fetchall()
+    return [event for row in rows for event in decode_events(row[0], [row[1:]])]
 
 
 def _turn(conn: sqlite3.Connection, user_id: str, limit: int, before: str) -> TurnContext:

@@ -5,15 +5,25 @@ A new backend joins by adding a class with `open` and `open_unreachable` and a p
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+import os
+import socket
+import uuid
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
+from urllib.parse import urlsplit, urlunsplit
 
 import pytest
+from pymongo import MongoClient
 
+from adapters.storage.mongo import MongoStore
 from adapters.storage.sqlite import SqliteStore
 from engine.ports import Store
+from tests.support.secantus import SecantusServer
+
+REAL_MONGODB = os.environ.get("BUTLER_TEST_MONGODB_URI", "")
+"""A real MongoDB to run the suite against as well (e.g. mongodb://127.0.0.1:27017/)."""
 
 
 class Backend(Protocol):
@@ -42,15 +52,65 @@ class SqliteBackend:
         return await SqliteStore.open(blocker / "missing" / "butler.db")
 
 
-BACKENDS: dict[str, Callable[[Path], Backend]] = {
-    "sqlite": lambda tmp_path: SqliteBackend(tmp_path / "butler.db"),
+@dataclass(frozen=True)
+class MongoBackend:
+    """A fresh database on a MongoDB-protocol server; `uri` names the server."""
+
+    uri: str
+    database: str
+
+    @property
+    def database_uri(self) -> str:
+        """`uri` with its database (the path) replaced by this backend's own."""
+        return urlunsplit(urlsplit(self.uri)._replace(path=f"/{self.database}"))
+
+    async def open(self) -> Store:
+        return await MongoStore.open(self.database_uri)
+
+    async def open_unreachable(self) -> Store:
+        with socket.socket() as probe:  # a port nothing listens on once the probe closes
+            probe.bind(("127.0.0.1", 0))
+            port = probe.getsockname()[1]
+        return await MongoStore.open(
+            f"mongodb://127.0.0.1:{port}/?directConnection=true&serverSelectionTimeoutMS=300"
+        )
+
+    def drop(self) -> None:
+        client: MongoClient[dict[str, Any]] = MongoClient(
+            self.uri, serverSelectionTimeoutMS=5000, serverMonitoringMode="poll"
+        )
+        with client:
+            client.drop_database(self.database)
+
+
+def _fresh_database() -> str:
+    return f"contract_{uuid.uuid4().hex[:12]}"
+
+
+def _secantus(request: pytest.FixtureRequest, tmp_path: Path) -> Backend:
+    server: SecantusServer = request.getfixturevalue("secantus")
+    return MongoBackend(server.uri(""), _fresh_database())
+
+
+def _real_mongodb(request: pytest.FixtureRequest, tmp_path: Path) -> Backend:
+    return MongoBackend(REAL_MONGODB, _fresh_database())
+
+
+BACKENDS: dict[str, Callable[[pytest.FixtureRequest, Path], Backend]] = {
+    "sqlite": lambda request, tmp_path: SqliteBackend(tmp_path / "butler.db"),
+    "mongodb-protocol": _secantus,
 }
+if REAL_MONGODB:
+    BACKENDS["mongodb"] = _real_mongodb
 
 
 @pytest.fixture(params=sorted(BACKENDS))
-def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Backend:
-    make: Callable[[Path], Backend] = BACKENDS[request.param]
-    return make(tmp_path)
+def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Backend]:
+    make = BACKENDS[request.param]
+    made = make(request, tmp_path)
+    yield made
+    if isinstance(made, MongoBackend):
+        made.drop()
 
 
 @pytest.fixture

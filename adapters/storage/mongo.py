@@ -1,0 +1,367 @@
+"""`MongoStore`: the `Store` port on MongoDB through PyMongo's native async client.
+
+Collections and codec live in `mongo_schema`, connection options, migration and error mapping
+in `mongo_setup`; this module owns the client, the queries and the transactions.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from contextlib import asynccontextmanager
+from datetime import datetime
+from types import TracebackType
+from typing import Any, Self, TypeVar
+
+from bson.errors import BSONError
+from pymongo import AsyncMongoClient, ReplaceOne
+from pymongo.asynchronous.client_session import AsyncClientSession
+from pymongo.asynchronous.collection import AsyncCollection
+from pymongo.asynchronous.database import AsyncDatabase
+from pymongo.errors import (
+    ConnectionFailure,
+    DuplicateKeyError,
+    PyMongoError,
+)
+
+from adapters.storage.mongo_schema import (
+    CACHE,
+    DEFAULT_DATABASE,
+    EVENTS,
+    PROFILES,
+    Doc,
+    bson_date,
+    decode_event,
+    decode_profile,
+    event_doc,
+    profile_doc,
+    to_micros,
+)
+from adapters.storage.mongo_setup import (
+    client_options,
+    map_error,
+    migrate,
+    supports_transactions,
+)
+from engine.domain import MemoryEvent, MemorySlice, TurnContext, UserProfile
+from engine.errors import StoreCorrupted, StoreUnavailable
+
+# PyMongo logs whole commands (message text included) at DEBUG; Butler's logs carry none.
+logging.getLogger("pymongo.command").setLevel(logging.INFO)
+
+T = TypeVar("T")
+Session = AsyncClientSession | None
+
+_TRANSACTION_TRIES = 3
+_NO_PROJECTION = {"_id": 0}
+
+
+class MongoStore:
+    """Profiles in `user_profiles`, events in `user_memory` (see `mongo_schema`).
+
+    Open with `await MongoStore.open(uri)` and `await store.close()`. Writes of more than one
+    document run in one transaction when the server has transactions (replica set or sharded
+    cluster); otherwise they run in the crash-safe order SQLite documents (a summary is saved
+    before the events it covers are deleted). Errors surface as `StoreUnavailable`
+    (unreachable, timed out, conflicts) or `StoreCorrupted` (refused or unreadable data).
+    """
+
+    def __init__(self, client: AsyncMongoClient[Doc], db: AsyncDatabase[Doc], *, txn: bool) -> None:
+        self._client = client
+        self._profiles: AsyncCollection[Doc] = db[PROFILES]
+        self._events: AsyncCollection[Doc] = db[EVENTS]
+        self._cache: AsyncCollection[Doc] = db[CACHE]
+        self.transactions = txn
+        """Whether multi-document writes are atomic (the server supports transactions)."""
+        self._closed = False
+        self._inflight = 0
+        self._drained = asyncio.Event()
+        self._drained.set()
+
+    @classmethod
+    async def open(cls, uri: str, *, retention_days: int = 90) -> MongoStore:
+        """Connect, check the schema version and create the indexes (idempotently).
+
+        Args:
+            uri: a `mongodb://` or `mongodb+srv://` URI; the database is its path
+                (`butler` when absent).
+            retention_days: the TTL of events (`expireAfterSeconds` of the TTL index).
+
+        Raises:
+            StoreUnavailable: no server answered in time.
+            StoreCorrupted: the URI is unusable or the database's schema is newer.
+        """
+        try:
+            client: AsyncMongoClient[Doc] = AsyncMongoClient(
+                uri, appname="butler", **client_options(uri)
+            )
+        except PyMongoError as exc:
+            raise map_error(exc) from exc
+        except (ValueError, TypeError) as exc:  # PyMongo's word for a bad option value
+            raise StoreCorrupted(f"mongodb: the store's URI is not usable: {exc}") from exc
+        try:
+            db = client.get_default_database(DEFAULT_DATABASE)
+            hello = await client.admin.command("hello")
+            await migrate(db, retention_days=retention_days)
+        except BaseException as exc:
+            await client.close()
+            if isinstance(exc, PyMongoError):
+                raise map_error(exc) from exc
+            raise
+        return cls(client, db, txn=supports_transactions(hello))
+
+    async def close(self) -> None:
+        """Let operations in flight finish, then close the client; calling it again does
+        nothing."""
+        if not self._closed:
+            self._closed = True
+            await self._drained.wait()
+            await self._client.close()
+        await self._drained.wait()
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    @asynccontextmanager
+    async def _op(self) -> AsyncIterator[None]:
+        """One port operation: refused once closed, counted for `close`, errors mapped."""
+        if self._closed:
+            raise StoreUnavailable("the store is closed")
+        self._inflight += 1
+        self._drained.clear()
+        try:
+            yield
+        except (PyMongoError, BSONError) as exc:
+            raise map_error(exc) from exc
+        except OverflowError as exc:  # an integer BSON cannot hold
+            raise StoreCorrupted(f"mongodb: {exc}") from exc
+        finally:
+            self._inflight -= 1
+            if not self._inflight:
+                self._drained.set()
+
+    async def _write(self, work: Callable[[Session], Awaitable[T]], *, documents: int) -> T:
+        """Run `work` in a transaction when it writes several documents and the server can."""
+        if not self.transactions or documents < 2:
+            return await work(None)
+        async with self._client.start_session() as session:
+            for attempt in range(1, _TRANSACTION_TRIES + 1):
+                try:
+                    async with await session.start_transaction():
+                        return await work(session)
+                except PyMongoError as exc:
+                    # A write conflict with a concurrent transaction: try again at once.
+                    # A lost server is not retried here: the caller hears of it in seconds.
+                    conflict = exc.has_error_label("TransientTransactionError") and not isinstance(
+                        exc, ConnectionFailure
+                    )
+                    if not conflict or attempt == _TRANSACTION_TRIES:
+                        raise
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    # -- profiles ----------------------------------------------------------------------------
+
+    async def get_profile(self, user_id: str) -> UserProfile | None:
+        async with self._op():
+            doc = await self._profiles.find_one({"user_id": user_id}, _NO_PROJECTION)
+        return None if doc is None else decode_profile(doc)
+
+    async def save_profile(self, profile: UserProfile) -> None:
+        doc = profile_doc(profile)
+        async with self._op():
+            await self._profiles.replace_one({"user_id": profile.user_id}, doc, upsert=True)
+
+    async def list_profiles(self, *, limit: int, after: str = "") -> list[UserProfile]:
+        """Profiles ordered by user id, starting after `after`."""
+        if limit <= 0:  # a limit of 0 means "no limit" to MongoDB
+            async with self._op():
+                return []
+        async with self._op():
+            cursor = self._profiles.find({"user_id": {"$gt": after}}, _NO_PROJECTION)
+            docs = await cursor.sort("user_id", 1).limit(limit).to_list(None)
+        return [decode_profile(doc) for doc in docs]
+
+    async def erase_user(self, user_id: str) -> None:
+        """Delete the user's profile and every event of theirs."""
+
+        async def erase(session: Session) -> None:
+            await self._cache.delete_many({"user_id": user_id}, session=session)
+            await self._events.delete_many({"user_id": user_id}, session=session)
+            await self._profiles.delete_one({"user_id": user_id}, session=session)
+
+        async with self._op():
+            await self._write(erase, documents=3)
+
+    # -- events ------------------------------------------------------------------------------
+
+    async def append(
+        self, events: Sequence[MemoryEvent], *, profile: UserProfile | None = None
+    ) -> None:
+        """Store `events` (replacing any with the same id) and create `profile` if absent."""
+        docs = [event_doc(event) for event in events]  # checked before anything is written
+        created = None if profile is None else profile_doc(profile)
+        ops = [ReplaceOne({"user_id": d["user_id"], "id": d["id"]}, d, upsert=True) for d in docs]
+
+        async def write(session: Session) -> None:
+            if ops:
+                await self._events.bulk_write(ops, ordered=True, session=session)
+            if created is not None:
+                await self._create_profile(created, session)
+
+        async with self._op():
+            await self._write(write, documents=len(ops) + (created is not None))
+
+    async def _create_profile(self, doc: Doc, session: Session) -> None:
+        try:
+            await self._profiles.update_one(
+                {"user_id": doc["user_id"]}, {"$setOnInsert": doc}, upsert=True, session=session
+            )
+        except DuplicateKeyError:
+            if session is not None:
+                raise
+            # A concurrent upsert created it first: the profile exists, as asked.
+
+    async def load_turn(self, user_id: str, *, limit: int, before: str) -> TurnContext:
+        """The profile, the `limit` newest events with ids below `before`, and the count."""
+        async with self._op():
+            profile, recent, count = await _together(
+                self._profiles.find_one({"user_id": user_id}, _NO_PROJECTION),
+                self._recent(user_id, limit, before),
+                self._events.count_documents({"user_id": user_id}),
+            )
+        found = None if profile is None else decode_profile(profile)
+        events = tuple(decode_event(doc) for doc in reversed(recent))
+        summary = found.memory_summary if found else ""
+        return TurnContext(found, MemorySlice(events, summary, count))
+
+    async def _recent(self, user_id: str, limit: int, before: str) -> list[Doc]:
+        if limit <= 0:
+            return []
+        cursor = self._events.find({"user_id": user_id, "id": {"$lt": before}}, _NO_PROJECTION)
+        return await cursor.sort("id", -1).limit(limit).to_list(None)
+
+    async def unanswered(self, user_id: str) -> list[MemoryEvent]:
+        """User events with no assistant event replying to them, oldest first."""
+        replies = self._events.find(
+            {"user_id": user_id, "role": "assistant"}, {"_id": 0, "reply_to": 1}
+        )
+        asked = self._events.find({"user_id": user_id, "role": "user"}, _NO_PROJECTION)
+        async with self._op():
+            answered, pending = await _together(
+                replies.to_list(None), asked.sort("id", 1).to_list(None)
+            )
+        replied = {doc.get("reply_to") for doc in answered}
+        return [decode_event(doc) for doc in pending if doc.get("id") not in replied]
+
+    # -- compaction and retention ------------------------------------------------------------
+
+    async def events_before(self, user_id: str, *, keep_last: int) -> list[MemoryEvent]:
+        """Every event except the `keep_last` newest, oldest first."""
+        async with self._op():
+            cursor = self._events.find({"user_id": user_id}, _NO_PROJECTION).sort("id", -1)
+            docs = await cursor.skip(max(keep_last, 0)).to_list(None)
+        return [decode_event(doc) for doc in reversed(docs)]
+
+    async def apply_summary(self, profile: UserProfile, event_ids: Sequence[str]) -> int:
+        """Save `profile` first, then delete those of `event_ids` that are the user's: in one
+        transaction where the server has them, else in this order (a crash in between leaves
+        events the summary already covers, deleted by the next compression)."""
+        doc = profile_doc(profile)
+        ids = list(dict.fromkeys(event_ids))
+
+        async def summarise(session: Session) -> int:
+            await self._profiles.replace_one(
+                {"user_id": profile.user_id}, doc, upsert=True, session=session
+            )
+            if not ids:
+                return 0
+            deleted = await self._events.delete_many(
+                {"user_id": profile.user_id, "id": {"$in": ids}}, session=session
+            )
+            return deleted.deleted_count
+
+        async with self._op():
+            return await self._write(summarise, documents=1 + len(ids))
+
+    async def purge_older_than(self, cutoff: datetime) -> int:
+        """Delete events created before `cutoff` (the TTL index does the same on its own)."""
+        micros = to_micros(cutoff)
+        # The date (milliseconds) narrows by index; the exact microseconds decide.
+        query = {"created_at": {"$lte": bson_date(micros)}, "created_us": {"$lt": micros}}
+        async with self._op():
+            deleted = await self._events.delete_many(query)
+        return deleted.deleted_count
+
+    # -- response cache ----------------------------------------------------------------------
+
+    async def cached_answer(self, key: str, *, now: datetime) -> str | None:
+        query = {"_id": key, "expires_us": {"$gt": to_micros(now)}}
+        async with self._op():
+            doc = await self._cache.find_one(query, {"answer": 1})
+        return None if doc is None else str(doc["answer"])
+
+    async def cache_answer(
+        self, key: str, user_id: str, text: str, *, expires_at: datetime
+    ) -> None:
+        micros = to_micros(expires_at)
+        doc = {
+            "user_id": user_id,
+            "answer": text,
+            "expires": bson_date(micros),
+            "expires_us": micros,
+        }
+        async with self._op():
+            await self._cache.replace_one({"_id": key}, doc, upsert=True)
+
+    async def purge_cache(self, now: datetime) -> int:
+        """Delete expired answers now (the TTL index does it too, about once a minute)."""
+        async with self._op():
+            deleted = await self._cache.delete_many({"expires_us": {"$lte": to_micros(now)}})
+        return deleted.deleted_count
+
+    async def users_over(self, threshold: int, *, limit: int) -> list[tuple[str, int]]:
+        """Users holding more than `threshold` events, with their counts."""
+        if limit <= 0:
+            async with self._op():
+                return []
+        pipeline: list[Doc] = [
+            {"$group": {"_id": "$user_id", "n": {"$sum": 1}}},
+            {"$match": {"n": {"$gt": threshold}}},
+            {"$sort": {"n": -1, "_id": 1}},
+            {"$limit": limit},
+        ]
+        async with self._op():
+            cursor = await self._events.aggregate(pipeline)
+            docs = await cursor.to_list(None)
+        return [(doc["_id"], doc["n"]) for doc in docs]
+
+    # -- dump (adapters.storage.dump) --------------------------------------------------------
+
+    async def events_page(self, *, after: tuple[str, str], limit: int) -> list[MemoryEvent]:
+        """Events ordered by (user id, id), starting after the key `after`."""
+        user_id, event_id = after
+        query = {
+            "$or": [{"user_id": {"$gt": user_id}}, {"user_id": user_id, "id": {"$gt": event_id}}]
+        }
+        async with self._op():
+            cursor = self._events.find(query, _NO_PROJECTION).sort([("user_id", 1), ("id", 1)])
+            docs = await cursor.limit(max(limit, 1)).to_list(None)
+        return [decode_event(doc) for doc in docs]
+
+
+async def _together(*calls: Awaitable[Any]) -> list[Any]:
+    """Await `calls` concurrently; raise the first error only after all have finished."""
+    results = await asyncio.gather(*calls, return_exceptions=True)
+    for result in results:
+        if isinstance(result, BaseException):
+            raise result
+    return results
