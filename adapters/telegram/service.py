@@ -16,7 +16,6 @@ import asyncio
 import hmac
 import logging
 import secrets
-import signal
 from collections.abc import Awaitable, Callable, Sequence
 from contextlib import AbstractAsyncContextManager, AsyncExitStack, suppress
 from dataclasses import dataclass, field
@@ -278,13 +277,13 @@ def make_session(
 async def serve_telegram(
     settings: Settings,
     *,
-    stop: asyncio.Event | None = None,
+    stop: asyncio.Event,
     session: AiohttpSession | None = None,
     on_ready: Callable[[App], None] | None = None,
     around: Callable[[App], AbstractAsyncContextManager[object]] | None = None,
     **app_overrides: Any,
 ) -> None:
-    """Run the bot until `stop` (SIGTERM/SIGINT when not given), then drain and exit.
+    """Run the bot until `stop` is set, then drain and exit.
 
     `around(app)` is entered once the engine runs and left before it drains (the admin
     server); `app_overrides` go to `open_app` (tests pass fakes behind ports).
@@ -294,7 +293,6 @@ async def serve_telegram(
         raise TelegramUnavailable(
             "BUTLER_TELEGRAM_TOKEN is not set: ask @BotFather for a bot token and export it"
         )
-    stop = stop if stop is not None else _stop_on_signals()
     try:
         bot = Bot(tg.token, session=session or make_session(settings))
     except TokenValidationError as exc:
@@ -350,11 +348,3 @@ async def serve_telegram(
     finally:
         await typing.close()
         await bot.session.close()
-
-
-def _stop_on_signals() -> asyncio.Event:
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, stop.set)
-    return stop

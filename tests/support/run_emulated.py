@@ -1,8 +1,8 @@
 """`butler run` against telegram-test-api, as a process: `python -m tests.support.run_emulated`.
 
-The same `serve_telegram` that `butler run` calls, with the emulator's gaps filled by
-`EmulatorGaps` (test-only) and files served from `TEST_FILE_URL`. Settings come from the
-environment as for `butler run`; SIGTERM and SIGINT stop it the same way.
+The same `serve` that `butler run` calls (without the admin server), with the emulator's gaps
+filled by `EmulatorGaps` (test-only) and files served from `TEST_FILE_URL`. Settings come from
+the environment as for `butler run`; SIGTERM and SIGINT stop it the same way.
 """
 
 from __future__ import annotations
@@ -14,8 +14,9 @@ import sys
 
 from aiogram.client.telegram import TelegramAPIServer
 
+from adapters.service import serve
 from adapters.settings import Settings
-from adapters.telegram.service import make_session, serve_telegram
+from adapters.telegram.service import make_session
 from tests.support.telegram_emulator import EmulatorGaps
 
 
@@ -28,10 +29,11 @@ async def main() -> None:
     )
     gaps = EmulatorGaps({}, base)
     try:
-        await serve_telegram(
+        await serve(
             settings,
             session=make_session(settings, api=api, middlewares=[gaps]),
             on_ready=lambda _: print("READY", flush=True),
+            admin=False,
         )
     finally:
         await gaps.close()
