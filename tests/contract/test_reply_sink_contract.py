@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from aiogram import Bot
 from prometheus_client import CollectorRegistry
 
 from adapters.cli import ConsoleSink
