@@ -9,7 +9,6 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -48,26 +47,6 @@ class LLMServer:
 
     def chat_requests(self) -> list[dict[str, Any]]:
         return [r for r in self.control()["requests"] if "messages" in r]
-
-
-@pytest.fixture
-def llm_server() -> Iterator[LLMServer]:
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "tests.support.openai_server", "--port", "0"],
-        cwd=ROOT,
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        assert proc.stdout is not None
-        ready = proc.stdout.readline().split()
-        assert ready[:1] == ["READY"], ready
-        yield LLMServer(int(ready[1]), int(ready[2]))
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)
-        if proc.stdout is not None:
-            proc.stdout.close()
 
 
 def _env(tmp_path: Path, server: LLMServer, **extra: str) -> dict[str, str]:

@@ -8,7 +8,6 @@ import subprocess
 import threading
 import time
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -31,23 +30,8 @@ pytestmark = pytest.mark.slow
 
 
 @pytest.fixture
-def llm(tmp_path: Path) -> Iterator[LLMServer]:
-    proc = subprocess.Popen(
-        [*BUTLER[:1], "-m", "tests.support.openai_server", "--port", "0"],
-        cwd=ROOT,
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        assert proc.stdout is not None
-        ready = proc.stdout.readline().split()
-        assert ready[:1] == ["READY"], ready
-        yield LLMServer(int(ready[1]), int(ready[2]))
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)
-        if proc.stdout is not None:
-            proc.stdout.close()
+def llm(llm_server: LLMServer) -> LLMServer:
+    return llm_server
 
 
 def database(uri: str) -> Any:

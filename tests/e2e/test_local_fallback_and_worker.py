@@ -11,11 +11,10 @@ from pathlib import Path
 import pytest
 
 from engine.persona import variants
-from tests.e2e.test_chat_cli import BUTLER, ROOT, LLMServer, admin_show, chat, llm_server
+from tests.e2e.test_chat_cli import BUTLER, ROOT, LLMServer, admin_show, chat
 from tests.support.local_model import require_local_model
 
 pytestmark = pytest.mark.slow
-__all__ = ["llm_server"]  # the LLM server fixture, shared with the chat tests
 
 
 def _dead_url() -> str:
