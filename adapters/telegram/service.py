@@ -16,6 +16,7 @@ import asyncio
 import hmac
 import logging
 import secrets
+import traceback
 from collections.abc import Awaitable, Callable, Sequence
 from contextlib import AbstractAsyncContextManager, AsyncExitStack, suppress
 from dataclasses import dataclass, field
@@ -79,7 +80,8 @@ class Intake:
     dispatcher: Dispatcher
     metrics: TelegramMetrics
     seen: SeenUpdates = field(default_factory=SeenUpdates)
-    _locks: dict[int, asyncio.Lock] = field(default_factory=dict)
+    _locks: dict[int, tuple[asyncio.Lock, int]] = field(default_factory=dict)
+    """Per user: the lock and how many deliveries hold or wait for it (dropped at zero)."""
 
     async def handle(self, update: Update) -> bool:
         """Handle one update; False when it must come again (a transient failure)."""
@@ -93,9 +95,13 @@ class Intake:
             log.warning("update deferred: %s", type(exc).__name__)
             self.metrics.update(kind, "deferred")
             return False
-        except Exception:
+        except Exception as exc:  # noqa: BLE001 - logged below, then dropped
             # A bug or an update we cannot read: retrying would wedge every later update.
-            log.exception("update dropped after an error")
+            # Exception messages may quote the update (message text), so only where it failed.
+            where = traceback.extract_tb(exc.__traceback__)[-1]
+            log.error(  # noqa: TRY400 - no text in logs
+                "update dropped after %s at %s:%s", type(exc).__name__, where.filename, where.lineno
+            )
             self.metrics.update(kind, "failed")
         else:
             self.metrics.update(kind, "handled")
@@ -133,13 +139,17 @@ class Intake:
         key = update_sender(update)
         if key is None:
             return await self.handle(update)
-        lock = self._locks.setdefault(key, asyncio.Lock())
+        lock, users = self._locks.get(key, (asyncio.Lock(), 0))
+        self._locks[key] = (lock, users + 1)
         try:
             async with lock:
                 return await self.handle(update)
         finally:
-            if not lock.locked() and self._locks.get(key) is lock:
+            lock, users = self._locks[key]
+            if users == 1:
                 del self._locks[key]
+            else:
+                self._locks[key] = (lock, users - 1)
 
 
 async def poll(

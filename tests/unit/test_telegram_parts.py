@@ -304,3 +304,47 @@ async def test_webhook_checks_the_secret_and_reports_transient_failures():
         dispatch.failing.clear()
         assert (await client.post("/hook", json=failing, headers=good)).status == 200
     assert dispatch.seen == [1, 2, 2]
+
+
+async def test_webhook_deliveries_of_one_user_never_overlap():
+    gates = {1: asyncio.Event(), 2: asyncio.Event()}
+    running: list[int] = []
+    overlaps: list[int] = []
+
+    class Slow(Dispatch):
+        async def feed_update(self, bot: Any, update: Update) -> None:
+            if running:
+                overlaps.append(update.update_id)
+            running.append(update.update_id)
+            if update.update_id in gates:
+                await gates[update.update_id].wait()
+            running.remove(update.update_id)
+
+    async def settle() -> None:
+        for _ in range(5):
+            await asyncio.sleep(0)  # noqa: TID251 - let every ready task take its step
+
+    intake = Intake(ScriptedBot(), Slow(set()), metrics())  # type: ignore[arg-type]
+    first = asyncio.create_task(intake.handle_in_order(text_update(1, 10)))
+    second = asyncio.create_task(intake.handle_in_order(text_update(2, 10)))
+    await settle()
+    gates[1].set()
+    await first
+    await settle()  # the second now holds the lock, stuck on its gate
+    third = asyncio.create_task(intake.handle_in_order(text_update(3, 10)))
+    await settle()
+    assert overlaps == []  # the third waits for the second
+    gates[2].set()
+    assert list(await asyncio.gather(second, third)) == [True, True]
+    assert intake._locks == {}  # nothing kept once the user's deliveries are done
+
+
+async def test_a_failing_update_is_logged_without_its_text(caplog: pytest.LogCaptureFixture):
+    class Broken(Dispatch):
+        async def feed_update(self, bot: Any, update: Update) -> None:
+            raise ValueError(f"cannot read {update.message.text if update.message else ''}")
+
+    intake = Intake(ScriptedBot(), Broken(set()), metrics())  # type: ignore[arg-type]
+    assert await intake.handle(text_update(7, 10))  # dropped, not retried forever
+    assert "ValueError" in caplog.text
+    assert "m7" not in caplog.text
