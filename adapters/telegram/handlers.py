@@ -98,7 +98,7 @@ class FrontDoor:
         """Show typing for a stored message, or send the registry's refusal."""
         chat_id = message.chat.id
         if isinstance(ticket, Accepted):
-            self.apologised.drop(lambda key: key == chat_id)
+            self.apologised.pop(chat_id)
             self.edits.put((chat_id, message.message_id), ticket.event_id)
             self.typing.begin(chat_id, ticket.event_id, arrived=arrived)
             return
@@ -170,7 +170,7 @@ class FrontDoor:
         """Erase everything the product holds about the user, here and in the store."""
         await self.registry.erase(user_of(telegram_id))
         self.edits.drop(lambda key: key[0] == telegram_id)
-        self.apologised.drop(lambda key: key == telegram_id)
+        self.apologised.pop(telegram_id)
         self.limiter.forget(telegram_id)
         self.typing.forget(telegram_id)
         self.outbox.pacer.forget(telegram_id)

@@ -35,7 +35,11 @@ class BoundedMap(Generic[K, V]):
         while len(self._items) > self._capacity:
             self._items.popitem(last=False)
 
+    def pop(self, key: K) -> V | None:
+        return self._items.pop(key, None)
+
     def drop(self, match: Callable[[K], bool]) -> int:
+        """Forget every key that `match`es (a scan: for rare work such as erasing a user)."""
         doomed = [key for key in self._items if match(key)]
         for key in doomed:
             del self._items[key]
@@ -108,4 +112,4 @@ class RateLimiter:
         return False, first
 
     def forget(self, user: int) -> None:
-        self._buckets.drop(lambda key: key == user)
+        self._buckets.pop(user)

@@ -84,6 +84,8 @@ def test_bounded_map_forgets_the_least_recently_used():
     seen.put(3, "c")
     assert (1 in seen, 2 in seen, 3 in seen) == (True, False, True)
     assert seen.drop(lambda k: k > 1) == 1
+    assert seen.pop(1) == "a"
+    assert seen.pop(1) is None
     updates = SeenUpdates(capacity=1)
     updates.remember(5)
     assert updates.seen(5)
