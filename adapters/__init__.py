@@ -1,1 +1,2 @@
-"""Adapters: one implementation of an engine port per technology, and the composition root."""
+"""Adapters: one package per technology, plus `bootstrap` (settings and the wiring) and
+`entrypoints` (one module per command)."""

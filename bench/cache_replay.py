@@ -29,10 +29,10 @@ from prometheus_client import CollectorRegistry
 
 from actors.deps import ActorDeps
 from actors.registry import Accepted, Registry
-from adapters.app import Templates
-from adapters.clock import SystemClock
+from adapters.bootstrap.clock import SystemClock
+from adapters.bootstrap.wiring import Templates
+from adapters.observability.metrics import ButlerMetrics
 from adapters.storage.sqlite import SqliteStore
-from adapters.telemetry import ButlerMetrics
 from engine.ports import Completion, CompletionRequest, OutgoingReply
 from engine.prompt import PromptBuilder
 from engine.tokens import CalibratedEstimator

@@ -70,10 +70,10 @@ from actors.machine import Record
 from actors.observe import Observation, Observer, TurnFinished
 from actors.registry import Accepted, Registry, Rejected
 from actors.user_actor import UserActor
-from adapters.app import Templates, tune_gc
-from adapters.clock import SystemClock
+from adapters.bootstrap.clock import SystemClock
+from adapters.bootstrap.wiring import Templates, tune_gc
+from adapters.observability.metrics import ButlerMetrics
 from adapters.storage.sqlite import SqliteStore
-from adapters.telemetry import ButlerMetrics
 from engine.compression import CompressionPolicy
 from engine.lifecycle import Phase, Trigger
 from engine.ports import Clock, Completion, CompletionRequest, OutgoingReply
@@ -349,7 +349,7 @@ def cuts_ms(samples: list[float]) -> tuple[float, float]:
 
 
 def make_deps(store: SqliteStore, sink: FutureSink, observer: Observer, tracing: str) -> ActorDeps:
-    """Actor dependencies as `adapters.app.open_app` builds them, with the bench's model."""
+    """Actor dependencies as `adapters.bootstrap.wiring` builds them, with the bench's model."""
     templates = Templates.load()
     counter = CalibratedEstimator()
     if tracing == "sdk":
@@ -648,7 +648,7 @@ def main() -> None:
     parser.add_argument(
         "--gc-threshold",
         help="gc.set_threshold values, e.g. 700,10,10 (default: what `butler` sets, "
-        "adapters.app.GC_THRESHOLDS)",
+        "adapters.bootstrap.wiring.GC_THRESHOLDS)",
     )
     parser.add_argument(
         "--deadline", type=float, default=900.0, help="seconds before the whole run is aborted"

@@ -23,8 +23,8 @@ from typing import Any
 
 import anyio
 
-from adapters.settings import SttSettings
 from adapters.stt.audio import SAMPLE_RATE, decode
+from adapters.stt.config import SttSettings
 from adapters.stt.model import ensure_default_model
 from adapters.stt.whisper import LazyWhisperModel, WhisperTranscriber
 from tests.support import audio

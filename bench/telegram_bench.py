@@ -27,8 +27,10 @@ from typing import Any
 from aiogram.client.telegram import TelegramAPIServer
 from aiohttp import web
 
-from adapters.settings import Settings
-from adapters.telegram.service import make_session, serve_telegram
+from adapters.bootstrap.service import serve
+from adapters.bootstrap.settings import Settings
+from adapters.bootstrap.wiring import Ports
+from adapters.telegram.service import make_session
 from engine.ports import Completion, CompletionRequest
 
 TOKEN = "1:BENCH-token"
@@ -136,12 +138,13 @@ async def main(args: argparse.Namespace) -> None:
         stop = asyncio.Event()
         ready = asyncio.Event()
         task = asyncio.create_task(
-            serve_telegram(
+            serve(
                 settings,
                 stop=stop,
-                session=make_session(settings, api=server),
+                telegram_session=make_session(settings.telegram, api=server),
                 on_ready=lambda _: ready.set(),
-                llm=Model(),
+                ports=Ports(llm=Model()),
+                admin=False,
             )
         )
         await ready.wait()

@@ -1,6 +1,7 @@
 """The one error tree of Butler. Adapters map third-party exceptions onto it at their edge.
 
 ButlerError
+├── ConfigurationError        a setting holds a value Butler cannot use (exit code 2)
 ├── TransientError            retrying later may succeed
 │   ├── StoreUnavailable      database unreachable, locked, timed out
 │   ├── LLMUnavailable        every endpoint of the chain failed (actor goes degraded)
@@ -22,6 +23,14 @@ from typing import Literal
 
 class ButlerError(Exception):
     """Root of every error Butler raises on purpose."""
+
+
+class ConfigurationError(ButlerError):
+    """A setting (an environment variable, a model path, an address) cannot be used.
+
+    Raised at start, before anything is served; the command line prints it as one line and
+    exits with code 2.
+    """
 
 
 class TransientError(ButlerError):

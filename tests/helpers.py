@@ -1,15 +1,17 @@
-"""Builders shared by tests: actor dependencies over fakes."""
+"""Builders shared by tests: actor dependencies over fakes, through the real wiring."""
 
 from __future__ import annotations
 
-from opentelemetry import trace
+from dataclasses import replace
+from pathlib import Path
 
 from actors.deps import ActorDeps, ActorSettings
 from actors.observe import Observation
-from adapters.app import Templates
+from adapters.bootstrap.settings import Settings
+from adapters.bootstrap.wiring import Ports, actor_deps
 from engine.compression import CompressionPolicy
-from engine.ports import Clock, LanguageModel, ReplySink, Store
-from engine.prompt import Budget, PromptBuilder
+from engine.ports import Clock, LanguageModel, ReplySink, Store, Transcriber
+from engine.prompt import Budget
 from engine.tokens import CalibratedEstimator
 
 
@@ -33,21 +35,21 @@ def make_deps(
     policy: CompressionPolicy | None = None,
     budget: Budget | None = None,
     observer: Recorder | None = None,
+    transcriber: Transcriber | None = None,
 ) -> ActorDeps:
-    templates = Templates.load()
-    counter = CalibratedEstimator()
-    return ActorDeps(
-        store=store,
-        llm=llm,
-        sink=sink,
-        clock=clock,
-        counter=counter,
-        prompts=PromptBuilder(
-            templates.persona, templates.memory_summary, counter, budget or Budget()
-        ),
-        summarize=templates.summarize,
-        observer=observer or Recorder(),
-        tracer=trace.get_tracer("butler.tests"),
-        policy=policy or CompressionPolicy(),
-        settings=settings or ActorSettings(),
+    """`adapters.bootstrap.wiring.actor_deps` on default settings, with these ports and
+    tunables (the data directory is never touched: no port is built from it)."""
+    base = Settings.from_env({"BUTLER_DATA_DIR": str(Path("/nonexistent/butler-tests"))})
+    base = replace(
+        base,
+        actors=settings or base.actors,
+        policy=policy or base.policy,
+        budget=budget or base.budget,
     )
+    ports = Ports(
+        clock=clock,
+        counter=CalibratedEstimator(),
+        observer=observer or Recorder(),
+        transcriber=transcriber,
+    )
+    return actor_deps(base, sink=sink, store=store, llm=llm, ports=ports)

@@ -1,6 +1,6 @@
 """The admin HTTP server: actors, profiles, the state machine, live transitions, `/metrics`.
 
-`async with serve_admin(app, settings) as url:` serves on `BUTLER_ADMIN_ADDR`. Every route but
+`async with serve_admin(backend, config) as url:` serves on `BUTLER_ADMIN_ADDR`. Every route but
 `/metrics`, `/healthz`, `/readyz` and the static page needs `Authorization: Bearer
 $BUTLER_ADMIN_TOKEN`; without a token it listens on loopback only. Commands (reset, profile
 updates, compression) go through the actor's mailbox, so live state stays coherent.
@@ -15,20 +15,20 @@ import json
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager, suppress
+from dataclasses import dataclass, field
 from importlib import resources
-from typing import Any
+from typing import Any, Protocol
 
 from aiohttp import web
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
 from actors.history import SubscriptionDropped
-from actors.registry import Rejected
+from actors.registry import Registry, Rejected
 from adapters.admin.views import actor_json, machine_json, profile_json, transition_json
-from adapters.app import App
-from adapters.settings import Settings, SettingsError
 from engine.domain import InvalidProfileError
-from engine.errors import ButlerError, StoreUnavailable
+from engine.errors import ButlerError, ConfigurationError, StoreUnavailable
 from engine.messages import Command, CompressMemory, ResetActor, UpdateProfile
+from engine.ports import Store
 
 log = logging.getLogger(__name__)
 
@@ -37,7 +37,30 @@ PUBLIC = frozenset({"/metrics", "/healthz", "/readyz", "/admin/", "/admin"})
 
 KEEPALIVE_S = 15.0
 COMMAND_TIMEOUT_S = 30.0
-_APP: web.AppKey[App] = web.AppKey("butler", App)
+
+
+class AdminBackend(Protocol):
+    """What the admin server reads and commands: the running engine."""
+
+    @property
+    def registry(self) -> Registry: ...
+
+    @property
+    def store(self) -> Store: ...
+
+    @property
+    def metrics(self) -> CollectorRegistry: ...
+
+
+@dataclass(frozen=True, slots=True)
+class AdminConfig:
+    """Where the admin server listens and the bearer token it asks for (empty: none)."""
+
+    addr: tuple[str, int] = ("127.0.0.1", 8377)
+    token: str = field(default="", repr=False)
+
+
+_APP: web.AppKey[AdminBackend] = web.AppKey("butler", AdminBackend)
 _STREAMS: web.AppKey[set[asyncio.Task[Any]]] = web.AppKey("streams")
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -53,15 +76,16 @@ def is_loopback(host: str) -> bool:
         return False  # a host name: it may resolve anywhere
 
 
-def check_exposure(settings: Settings) -> None:
+def check_exposure(config: AdminConfig) -> None:
     """Refuse a non-loopback admin address without a token.
 
     Raises:
-        SettingsError: `BUTLER_ADMIN_ADDR` is not loopback and `BUTLER_ADMIN_TOKEN` is empty.
+        ConfigurationError: `BUTLER_ADMIN_ADDR` is not loopback and `BUTLER_ADMIN_TOKEN` is
+            empty.
     """
-    host, _ = settings.admin_addr
-    if not settings.admin_token and not is_loopback(host):
-        raise SettingsError(
+    host, _ = config.addr
+    if not config.token and not is_loopback(host):
+        raise ConfigurationError(
             f"BUTLER_ADMIN_ADDR {host} is not a loopback address: set BUTLER_ADMIN_TOKEN"
         )
 
@@ -88,9 +112,9 @@ def _error(status: int, message: str) -> web.Response:
     return web.json_response({"error": message}, status=status)
 
 
-def build_app(app: App, settings: Settings) -> web.Application:
+def build_app(app: AdminBackend, config: AdminConfig) -> web.Application:
     """The aiohttp application (without a listener), for `serve_admin` and tests."""
-    web_app = web.Application(middlewares=[_auth(settings.admin_token)])  # type: ignore[list-item]
+    web_app = web.Application(middlewares=[_auth(config.token)])  # type: ignore[list-item]
     web_app[_APP] = app
     web_app[_STREAMS] = set()
     r = web_app.router
@@ -112,19 +136,19 @@ def build_app(app: App, settings: Settings) -> web.Application:
 
 
 @asynccontextmanager
-async def serve_admin(app: App, settings: Settings) -> AsyncIterator[str]:
-    """Serve the admin API on `settings.admin_addr`; yields its base URL.
+async def serve_admin(app: AdminBackend, config: AdminConfig) -> AsyncIterator[str]:
+    """Serve the admin API on `config.addr`; yields its base URL.
 
     Port 0 picks a free port (tests). Open event streams are closed on exit.
 
     Raises:
-        SettingsError: a non-loopback address without a token.
+        ConfigurationError: a non-loopback address without a token.
     """
-    check_exposure(settings)
-    web_app = build_app(app, settings)
+    check_exposure(config)
+    web_app = build_app(app, config)
     runner = web.AppRunner(web_app, access_log=None)
     await runner.setup()
-    host, port = settings.admin_addr
+    host, port = config.addr
     site = web.TCPSite(runner, host, port)
     try:
         await site.start()
@@ -243,7 +267,7 @@ async def _machine(request: web.Request) -> web.Response:
 # -- commands through the mailbox ----------------------------------------------------------
 
 
-async def _known(app: App, user_id: str) -> bool:
+async def _known(app: AdminBackend, user_id: str) -> bool:
     return app.registry.get(user_id) is not None or await app.store.get_profile(user_id) is not None
 
 
@@ -266,7 +290,7 @@ async def _json_body(request: web.Request) -> dict[str, Any]:
 
 
 async def _command(  # noqa: PLR0911 - one return per HTTP outcome reads best
-    app: App, user_id: str, command: Command, *, wait: bool
+    app: AdminBackend, user_id: str, command: Command, *, wait: bool
 ) -> web.Response | None:
     """Queue `command`; None when it was handled (or only queued, without `wait`)."""
     try:

@@ -23,7 +23,7 @@ from importlib.resources.abc import Traversable
 from pathlib import Path
 from typing import BinaryIO
 
-from adapters.settings import SettingsError
+from engine.errors import ConfigurationError
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +39,7 @@ _SIDE_FILES = ("config.json", "tokenizer.json", "vocabulary.txt")  # all in part
 _CHUNK = 1 << 20
 
 
-class ModelUnavailable(SettingsError):
+class ModelUnavailable(ConfigurationError):
     """The configured Whisper model cannot be found, assembled or downloaded."""
 
 
@@ -66,13 +66,13 @@ def check_spec(spec: str) -> None:
     """Reject a `BUTLER_WHISPER_MODEL` that names neither a directory nor a hub model.
 
     Raises:
-        SettingsError: the value is a missing path or an unknown size name.
+        ConfigurationError: the value is a missing path or an unknown size name.
     """
     if not spec or Path(spec).expanduser().is_dir() or is_hub_name(spec):
         return
     from faster_whisper.utils import available_models
 
-    raise SettingsError(
+    raise ConfigurationError(
         f"BUTLER_WHISPER_MODEL={spec!r} is neither a model directory nor a size name "
         f"({', '.join(available_models())}) nor a hub id like 'Systran/faster-whisper-small'"
     )
@@ -83,7 +83,7 @@ def resolve_model(spec: str, data_dir: Path) -> str:
 
     Raises:
         ModelUnavailable: the packaged parts are missing or damaged.
-        SettingsError: `spec` names neither a directory nor a hub model.
+        ConfigurationError: `spec` names neither a directory nor a hub model.
     """
     check_spec(spec)
     if not spec:

@@ -22,7 +22,7 @@ import anyio
 import anyio.to_thread
 from opentelemetry import trace
 
-from adapters.settings import SttSettings
+from adapters.stt.config import SttSettings
 from adapters.stt.model import ModelUnavailable, check_spec, resolve_model
 from engine.domain import Language
 from engine.errors import BadAudio, TranscriberBusy
@@ -49,7 +49,7 @@ class LazyWhisperModel:
 
     def __init__(self, spec: str, *, data_dir: Path, threads: int = 0, workers: int = 1) -> None:
         """Raises:
-        SettingsError: `spec` names neither a directory nor a known model (checked now,
+        ConfigurationError: `spec` names neither a directory nor a known model (checked now,
             cheaply; the model itself loads later).
         """
         check_spec(spec)
@@ -145,7 +145,7 @@ class WhisperTranscriber:
                 by default it runs only when the hint gave no words (see `_run`).
 
         Raises:
-            SettingsError: `settings.model` names neither a directory nor a known model.
+            ConfigurationError: `settings.model` names neither a directory nor a known model.
         """
         self.settings = settings
         self.model = model or LazyWhisperModel(

@@ -17,8 +17,8 @@ import hmac
 import logging
 import secrets
 import traceback
-from collections.abc import Awaitable, Callable, Sequence
-from contextlib import AbstractAsyncContextManager, AsyncExitStack, suppress
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
@@ -42,14 +42,14 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry
 from pydantic import ValidationError
 
-from adapters.app import App, open_app
-from adapters.clock import SystemClock
-from adapters.settings import Settings
+from actors.registry import Registry
+from adapters.telegram.config import TelegramSettings
 from adapters.telegram.handlers import FrontDoor, build_router
 from adapters.telegram.intake import RateLimiter, SeenUpdates
 from adapters.telegram.metrics import TelegramMetrics
 from adapters.telegram.outbound import Outbox, TelegramSink, Typing
 from engine.errors import ButlerError, TransientError
+from engine.ports import Clock, Store
 
 log = logging.getLogger(__name__)
 
@@ -246,8 +246,7 @@ def webhook_app(intake: Intake, path: str, secret: str) -> web.Application:
     return app
 
 
-async def serve_webhook(intake: Intake, settings: Settings, stop: asyncio.Event) -> None:
-    tg = settings.telegram
+async def serve_webhook(intake: Intake, tg: TelegramSettings, stop: asyncio.Event) -> None:
     secret = tg.webhook_secret or secrets.token_urlsafe(32)
     path = urlsplit(tg.webhook_url).path or "/"
     host, _, port = tg.webhook_listen.rpartition(":")
@@ -271,47 +270,56 @@ async def serve_webhook(intake: Intake, settings: Settings, stop: asyncio.Event)
 
 
 def make_session(
-    settings: Settings,
+    tg: TelegramSettings,
     *,
     api: TelegramAPIServer | None = None,
     middlewares: Sequence[BaseRequestMiddleware] = (),
 ) -> AiohttpSession:
-    url = settings.telegram.api_url
-    server = api or (TelegramAPIServer.from_base(url) if url else PRODUCTION)
+    server = api or (TelegramAPIServer.from_base(tg.api_url) if tg.api_url else PRODUCTION)
     session = AiohttpSession(api=server)
     for middleware in middlewares:
         session.middleware(middleware)
     return session
 
 
-async def serve_telegram(
-    settings: Settings,
-    *,
-    stop: asyncio.Event,
-    session: AiohttpSession | None = None,
-    on_ready: Callable[[App], None] | None = None,
-    around: Callable[[App], AbstractAsyncContextManager[object]] | None = None,
-    **app_overrides: Any,
-) -> None:
-    """Run the bot until `stop` is set, then drain and exit.
+@dataclass(frozen=True, slots=True)
+class TelegramBot:
+    """A bot whose token Telegram accepted: its outbound side (the engine's reply sink) and
+    what the intake needs. Made by `connect`."""
 
-    `around(app)` is entered once the engine runs and left before it drains (the admin
-    server); `app_overrides` go to `open_app` (tests pass fakes behind ports).
+    bot: Bot
+    settings: TelegramSettings
+    metrics: TelegramMetrics
+    outbox: Outbox
+    typing: Typing
+    sink: TelegramSink
+    username: str
+
+
+@asynccontextmanager
+async def connect(
+    tg: TelegramSettings,
+    *,
+    metrics: CollectorRegistry,
+    session: AiohttpSession | None = None,
+) -> AsyncIterator[TelegramBot]:
+    """Check the token with getMe, then yield the bot; close its session on exit.
+
+    Raises:
+        TelegramUnavailable: no token, a malformed or refused one, or no Bot API server.
     """
-    tg = settings.telegram
     if not tg.token:
         raise TelegramUnavailable(
             "BUTLER_TELEGRAM_TOKEN is not set: ask @BotFather for a bot token and export it"
         )
     try:
-        bot = Bot(tg.token, session=session or make_session(settings))
+        bot = Bot(tg.token, session=session or make_session(tg))
     except TokenValidationError as exc:
         raise TelegramUnavailable(f"BUTLER_TELEGRAM_TOKEN is malformed: {exc}") from None
-    metrics_registry = app_overrides.pop("metrics", None) or CollectorRegistry()
-    metrics = TelegramMetrics(metrics_registry)
-    outbox = Outbox(bot, metrics)
-    typing = Typing(outbox, metrics)
-    sink = TelegramSink(outbox, typing, metrics, quote_transcript=tg.quote_transcript)
+    instruments = TelegramMetrics(metrics)
+    outbox = Outbox(bot, instruments)
+    typing = Typing(outbox, instruments)
+    sink = TelegramSink(outbox, typing, instruments, quote_transcript=tg.quote_transcript)
     try:
         try:
             me = await bot.get_me()
@@ -320,41 +328,44 @@ async def serve_telegram(
         except TelegramNetworkError as exc:
             raise TelegramUnavailable(f"cannot reach the Bot API server: {exc.message}") from exc
         log.info("serving Telegram bot @%s", me.username)
-        async with (
-            open_app(
-                settings=settings,
-                sink=sink,
-                metrics=metrics_registry,
-                recover=True,
-                **app_overrides,
-            ) as app,
-            AsyncExitStack() as stack,
-        ):
-            if around is not None:
-                await stack.enter_async_context(around(app))
-            door = FrontDoor(
-                registry=app.registry,
-                store=app.store,
-                clock=app_overrides.get("clock") or SystemClock(),
-                outbox=outbox,
-                typing=typing,
-                metrics=metrics,
-                limiter=RateLimiter(tg.rate_per_minute, tg.rate_burst),
-                allowed_users=tg.allowed_users,
-                voice_max_seconds=int(settings.stt.max_seconds),
-            )
-            dispatcher = Dispatcher()
-            dispatcher.include_router(build_router(door))
-            intake = Intake(bot, dispatcher, metrics)
-            if on_ready is not None:
-                on_ready(app)
-            if tg.webhook_url:
-                await serve_webhook(intake, settings, stop)
-            else:
-                await bot(DeleteWebhook(drop_pending_updates=False))
-                await poll(intake, stop, timeout_s=tg.polling_timeout_s)
-            log.info("intake stopped; draining actors")
-        # Leaving open_app drained the actors: their replies went out through `bot`.
+        yield TelegramBot(bot, tg, instruments, outbox, typing, sink, me.username or "")
     finally:
         await typing.close()
         await bot.session.close()
+
+
+async def serve_updates(
+    telegram: TelegramBot,
+    *,
+    registry: Registry,
+    store: Store,
+    clock: Clock,
+    voice_max_seconds: int,
+    stop: asyncio.Event,
+) -> None:
+    """Take updates (long polling, or a webhook when configured) until `stop` is set.
+
+    Replies of turns still running when this returns go out through `telegram.sink` while
+    the caller drains the registry.
+    """
+    tg = telegram.settings
+    door = FrontDoor(
+        registry=registry,
+        store=store,
+        clock=clock,
+        outbox=telegram.outbox,
+        typing=telegram.typing,
+        metrics=telegram.metrics,
+        limiter=RateLimiter(tg.rate_per_minute, tg.rate_burst),
+        allowed_users=tg.allowed_users,
+        voice_max_seconds=voice_max_seconds,
+    )
+    dispatcher = Dispatcher()
+    dispatcher.include_router(build_router(door))
+    intake = Intake(telegram.bot, dispatcher, telegram.metrics)
+    if tg.webhook_url:
+        await serve_webhook(intake, tg, stop)
+    else:
+        await telegram.bot(DeleteWebhook(drop_pending_updates=False))
+        await poll(intake, stop, timeout_s=tg.polling_timeout_s)
+    log.info("intake stopped; draining actors")

@@ -12,8 +12,9 @@ import aiohttp
 import pytest
 
 from adapters.admin.server import serve_admin
-from adapters.app import App, open_app
-from adapters.settings import Settings
+from adapters.bootstrap.service import admin_config
+from adapters.bootstrap.settings import Settings
+from adapters.bootstrap.wiring import App, Ports, open_app
 from tests.fakes import CollectingSink, MemoryStore, ScriptedLLM
 
 TOKEN = "s3cret-admin-token"
@@ -53,8 +54,8 @@ async def admin(tmp_path: Path) -> AsyncIterator[Admin]:
     settings = admin_settings(tmp_path)
     store, llm, sink = MemoryStore(), ScriptedLLM(), CollectingSink()
     async with (
-        open_app(settings=settings, sink=sink, store=store, llm=llm) as app,
-        serve_admin(app, settings) as url,
+        open_app(settings, sink=sink, ports=Ports(store=store, llm=llm)) as app,
+        serve_admin(app, admin_config(settings)) as url,
         aiohttp.ClientSession() as http,
     ):
         yield Admin(app, url, store, llm, sink, http)

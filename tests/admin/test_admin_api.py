@@ -14,9 +14,11 @@ import aiohttp
 import pytest
 
 from adapters.admin.server import check_exposure, serve_admin
-from adapters.app import open_app
-from adapters.settings import Settings, SettingsError
+from adapters.bootstrap.service import admin_config
+from adapters.bootstrap.settings import Settings
+from adapters.bootstrap.wiring import Ports, open_app
 from engine.domain import UserProfile
+from engine.errors import ConfigurationError
 from tests.admin.conftest import TOKEN, Admin, admin_settings
 from tests.fakes import CollectingSink, MemoryStore, ScriptedLLM
 
@@ -60,23 +62,25 @@ async def test_page_is_static_and_carries_no_data(admin: Admin) -> None:
 
 
 def test_refuses_a_public_address_without_a_token(tmp_path: Path) -> None:
-    settings = admin_settings(tmp_path, admin_token="", admin_addr=("0.0.0.0", 8081))
-    with pytest.raises(SettingsError, match="BUTLER_ADMIN_TOKEN"):
-        check_exposure(settings)
+    settings = admin_settings(tmp_path, admin_token="", admin_addr=("0.0.0.0", 8377))
+    with pytest.raises(ConfigurationError, match="BUTLER_ADMIN_TOKEN"):
+        check_exposure(admin_config(settings))
     for host in ("127.0.0.1", "::1", "localhost"):
-        check_exposure(dataclasses.replace(settings, admin_addr=(host, 1)))
-    check_exposure(dataclasses.replace(settings, admin_token="t"))
-    with pytest.raises(SettingsError):
-        check_exposure(dataclasses.replace(settings, admin_addr=("butler.example", 1)))
+        check_exposure(admin_config(dataclasses.replace(settings, admin_addr=(host, 1))))
+    check_exposure(admin_config(dataclasses.replace(settings, admin_token="t")))
+    with pytest.raises(ConfigurationError):
+        check_exposure(
+            admin_config(dataclasses.replace(settings, admin_addr=("butler.example", 1)))
+        )
 
 
 async def test_without_a_token_loopback_is_open(tmp_path: Path) -> None:
     settings = admin_settings(tmp_path, admin_token="")
     async with (
         open_app(
-            settings=settings, sink=CollectingSink(), store=MemoryStore(), llm=ScriptedLLM()
+            settings, sink=CollectingSink(), ports=Ports(store=MemoryStore(), llm=ScriptedLLM())
         ) as app,
-        serve_admin(app, settings) as url,
+        serve_admin(app, admin_config(settings)) as url,
         aiohttp.ClientSession() as http,
         http.get(url + "/admin/actors") as res,
     ):
@@ -222,8 +226,8 @@ async def test_compress_answers_503_when_the_mailbox_is_full(tmp_path: Path) -> 
     llm = ScriptedLLM(gate=gate)
     sink = CollectingSink()
     async with (
-        open_app(settings=settings, sink=sink, store=MemoryStore(), llm=llm) as app,
-        serve_admin(app, settings) as url,
+        open_app(settings, sink=sink, ports=Ports(store=MemoryStore(), llm=llm)) as app,
+        serve_admin(app, admin_config(settings)) as url,
         aiohttp.ClientSession() as http,
     ):
         with app.registry.feed.subscribe("frank") as started:
@@ -317,7 +321,7 @@ async def test_readyz_reports_a_dead_store(admin: Admin) -> None:
     admin.store.down = False
 
 
-async def test_default_settings_bind_loopback_8081(tmp_path: Path) -> None:
+async def test_default_settings_bind_loopback_8377(tmp_path: Path) -> None:
     settings = Settings.from_env({"BUTLER_DATA_DIR": str(tmp_path)})
-    assert settings.admin_addr == ("127.0.0.1", 8081)
-    assert settings.admin_url == "http://127.0.0.1:8081"
+    assert settings.admin_addr == ("127.0.0.1", 8377)
+    assert settings.admin_url == "http://127.0.0.1:8377"

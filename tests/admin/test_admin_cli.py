@@ -12,9 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from adapters.admin.commands import add_admin_parser, run_admin
-from adapters.app import open_store
-from adapters.settings import Settings
+from adapters.bootstrap.settings import Settings
+from adapters.bootstrap.wiring import open_store
+from adapters.entrypoints.admin import run_admin
+from adapters.entrypoints.cli import _parser
 from engine.domain import UserProfile
 from tests.admin.conftest import TOKEN, Admin, admin_settings
 
@@ -22,9 +23,7 @@ pytestmark = pytest.mark.anyio
 
 
 def parse(*argv: str) -> argparse.Namespace:
-    parser = argparse.ArgumentParser()
-    add_admin_parser(parser.add_subparsers(dest="command"))
-    return parser.parse_args(["admin", *argv])
+    return _parser().parse_args(["admin", *argv])
 
 
 async def run(settings: Settings, *argv: str) -> tuple[int, str]:

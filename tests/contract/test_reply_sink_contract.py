@@ -17,8 +17,8 @@ import pytest
 from aiogram import Bot
 from prometheus_client import CollectorRegistry
 
-from adapters.cli import ConsoleSink
-from adapters.settings import Settings
+from adapters.bootstrap.settings import Settings
+from adapters.entrypoints.chat import ConsoleSink
 from adapters.telegram.metrics import TelegramMetrics
 from adapters.telegram.outbound import Outbox, TelegramSink, Typing
 from adapters.telegram.service import make_session
@@ -59,7 +59,7 @@ async def subject(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterat
     else:
         emulator = await Emulator.start()
         settings = Settings.from_env({"BUTLER_DATA_DIR": str(tmp_path)})
-        session = make_session(settings, api=emulator.api, middlewares=[emulator.gaps])
+        session = make_session(settings.telegram, api=emulator.api, middlewares=[emulator.gaps])
         bot = Bot(TOKEN, session=session)
         metrics = TelegramMetrics(CollectorRegistry())
         outbox = Outbox(bot, metrics)

@@ -9,8 +9,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from adapters.clock import SystemClock
-from adapters.tokenizer import HFTokenizerCounter
+from adapters.bootstrap.clock import SystemClock
+from adapters.llm.tokenizer import HFTokenizerCounter
 from engine.ports import Clock, TokenCounter
 from engine.tokens import CalibratedEstimator
 from tests.fakes import ManualClock

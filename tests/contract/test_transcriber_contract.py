@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from adapters.settings import SttSettings
+from adapters.stt.config import SttSettings
 from adapters.stt.whisper import LazyWhisperModel, WhisperTranscriber
 from engine.domain import Language
 from engine.errors import BadAudio, PermanentError, TranscriberBusy, TransientError

@@ -20,7 +20,7 @@ from engine.persona import variants
 pytestmark = pytest.mark.slow
 
 ROOT = Path(__file__).parents[2]
-BUTLER = [sys.executable, "-m", "adapters.cli"]
+BUTLER = [sys.executable, "-m", "adapters.entrypoints.cli"]
 PERSONA_MARK = "[system: Ты — Alfred-style дворецкий"
 
 

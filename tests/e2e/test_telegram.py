@@ -18,9 +18,9 @@ from typing import Any
 import aiohttp
 import pytest
 
-from adapters.app import App
-from adapters.service import serve
-from adapters.settings import Settings
+from adapters.bootstrap.service import serve
+from adapters.bootstrap.settings import Settings
+from adapters.bootstrap.wiring import App, Ports
 from adapters.storage.sqlite import SqliteStore
 from adapters.stt.whisper import LazyWhisperModel, WhisperTranscriber
 from adapters.telegram.service import make_session
@@ -81,16 +81,16 @@ async def butler(
             **env,
         }
     )
-    session = make_session(settings, api=emulator.api, middlewares=[emulator.gaps])
+    session = make_session(settings.telegram, api=emulator.api, middlewares=[emulator.gaps])
     stop = asyncio.Event()
     ready: asyncio.Future[App] = asyncio.get_running_loop().create_future()
     task = asyncio.create_task(
         serve(
             settings,
             stop=stop,
-            session=session,
+            telegram_session=session,
             on_ready=ready.set_result,
-            transcriber=transcriber,
+            ports=Ports(transcriber=transcriber),
         )
     )
     try:

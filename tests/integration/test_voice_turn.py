@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from actors.observe import TransitionMade
-from adapters.app import App, open_app
-from adapters.settings import Settings
+from adapters.bootstrap.settings import Settings
+from adapters.bootstrap.wiring import App, Ports, open_app
 from adapters.stt.whisper import LazyWhisperModel, WhisperTranscriber
 from engine.lifecycle import Phase, Trigger
 from engine.persona import variants
@@ -41,7 +41,7 @@ async def engine(tmp_path: Path, whisper_model: LazyWhisperModel) -> AsyncIterat
     sink, llm, seen = CollectingSink(), ScriptedLLM(), Recorder()
     stt = WhisperTranscriber(settings.stt, data_dir=tmp_path, model=whisper_model)
     async with open_app(
-        settings=settings, sink=sink, llm=llm, transcriber=stt, observer=seen
+        settings, sink=sink, ports=Ports(llm=llm, transcriber=stt, observer=seen)
     ) as app:
         yield Engine(app, sink, llm, seen)
 

@@ -10,7 +10,7 @@ from collections.abc import Callable
 import anyio
 import pytest
 
-from adapters.settings import SttSettings
+from adapters.stt.config import SttSettings
 from adapters.stt.whisper import LazyWhisperModel, WhisperTranscriber
 from engine.errors import BadAudio, TranscriberBusy
 from tests.support import audio

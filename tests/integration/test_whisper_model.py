@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from adapters.settings import SettingsError
+from adapters.bootstrap.settings import SettingsError
 from adapters.stt import model as stt_model
 from adapters.stt.model import (
     DEFAULT_MODEL_DIR,

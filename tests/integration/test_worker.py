@@ -13,24 +13,24 @@ import pytest
 from aiohttp import web
 from prometheus_client import CollectorRegistry
 
-from actors.registry import Registry
-from adapters.clock import SystemClock
-from adapters.settings import Settings
-from adapters.storage.sqlite import SqliteStore
-from adapters.worker import (
-    AdminRequester,
+from actors.memory_worker import (
     Candidate,
     RegistryRequester,
     RequestFailed,
     RunReport,
     ServiceAbsent,
-    WorkerMetrics,
     find_candidates,
     guarded,
     start_worker,
     sweep,
 )
-from adapters.worker_command import sweep_once, worker
+from actors.registry import Registry
+from adapters.admin.client import AdminClient, AdminRequester
+from adapters.bootstrap.clock import SystemClock
+from adapters.bootstrap.settings import Settings
+from adapters.bootstrap.worker import sweep_once, worker
+from adapters.observability.metrics import WorkerMetrics
+from adapters.storage.sqlite import SqliteStore
 from engine.compression import CompressionPolicy
 from engine.domain import EventIds, MemoryEvent, UserProfile
 from engine.errors import StoreUnavailable
@@ -118,7 +118,8 @@ def closed_port() -> int:
 
 async def test_admin_requester_posts_to_the_route_with_the_bearer(admin):
     stub, url = admin
-    requester = AdminRequester(url + "/", "s3cret")
+    client = AdminClient(url + "/", "s3cret")
+    requester = AdminRequester(client)
     try:
         await requester.request(Candidate("busy", 60, eager=False))
         await requester.request(Candidate("a/b c", 36, eager=True))
@@ -126,7 +127,7 @@ async def test_admin_requester_posts_to_the_route_with_the_bearer(admin):
         with pytest.raises(RequestFailed, match="500"):
             await requester.request(Candidate("busy", 60, eager=False))
     finally:
-        await requester.close()
+        await client.close()
     assert stub.seen == [
         ("busy", "", "Bearer s3cret"),
         ("a/b c", "1", "Bearer s3cret"),  # quoted in the path, whole again on the server
@@ -136,21 +137,23 @@ async def test_admin_requester_posts_to_the_route_with_the_bearer(admin):
 
 async def test_a_wrong_token_is_a_failed_request(admin):
     _, url = admin
-    requester = AdminRequester(url, "wrong")
+    client = AdminClient(url, "wrong")
+    requester = AdminRequester(client)
     try:
         with pytest.raises(RequestFailed, match="401"):
             await requester.request(Candidate("busy", 60, eager=False))
     finally:
-        await requester.close()
+        await client.close()
 
 
 async def test_no_service_is_service_absent():
-    requester = AdminRequester(f"http://127.0.0.1:{closed_port()}")
+    client = AdminClient(f"http://127.0.0.1:{closed_port()}", "")
+    requester = AdminRequester(client)
     try:
         with pytest.raises(ServiceAbsent):
             await requester.request(Candidate("busy", 60, eager=False))
     finally:
-        await requester.close()
+        await client.close()
 
 
 @dataclass
@@ -310,7 +313,7 @@ async def test_in_process_worker_compresses_through_the_service_registry(store):
             store=store,
             policy=POLICY,
             clock=SystemClock(),
-            metrics=registry_metrics,
+            metrics=WorkerMetrics(registry_metrics),
             interval_s=3600,
             idle_s=3600,
         )

@@ -14,9 +14,10 @@ import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
 from adapters.admin.server import serve_admin
-from adapters.app import open_app
+from adapters.bootstrap.service import admin_config
+from adapters.bootstrap.wiring import Ports, open_app
+from adapters.observability.metrics import WorkerMetrics
 from adapters.telegram.metrics import TelegramMetrics
-from adapters.worker import WorkerMetrics
 from tests.admin.conftest import admin_settings
 from tests.fakes import CollectingSink, MemoryStore, ScriptedLLM
 from tests.support.tools import ROOT
@@ -131,8 +132,8 @@ async def test_dashboards_and_alerts_use_exported_or_documented_metrics(tmp_path
     settings = admin_settings(tmp_path)
     sink = CollectingSink()
     async with (
-        open_app(settings=settings, sink=sink, store=MemoryStore(), llm=ScriptedLLM()) as app,
-        serve_admin(app, settings) as url,
+        open_app(settings, sink=sink, ports=Ports(store=MemoryStore(), llm=ScriptedLLM())) as app,
+        serve_admin(app, admin_config(settings)) as url,
         aiohttp.ClientSession() as http,
     ):
         TelegramMetrics(app.metrics)  # `butler run` with a token adds the front door's

@@ -143,7 +143,7 @@ async def test_one_message_is_one_trace_with_fallback_and_compression(
         proc = await asyncio.create_subprocess_exec(
             sys.executable,
             "-m",
-            "adapters.cli",
+            "adapters.entrypoints.cli",
             "chat",
             "--user",
             "alice",

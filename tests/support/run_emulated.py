@@ -14,8 +14,8 @@ import sys
 
 from aiogram.client.telegram import TelegramAPIServer
 
-from adapters.service import serve
-from adapters.settings import Settings
+from adapters.bootstrap.service import serve
+from adapters.bootstrap.settings import Settings
 from adapters.telegram.service import make_session
 from tests.support.telegram_emulator import EmulatorGaps
 
@@ -31,7 +31,7 @@ async def main() -> None:
     try:
         await serve(
             settings,
-            session=make_session(settings, api=api, middlewares=[gaps]),
+            telegram_session=make_session(settings.telegram, api=api, middlewares=[gaps]),
             on_ready=lambda _: print("READY", flush=True),
             admin=False,
         )

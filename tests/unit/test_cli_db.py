@@ -8,8 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from adapters.cli import _store_name, db_command
-from adapters.settings import Settings
+from adapters.bootstrap.settings import Settings
+from adapters.bootstrap.wiring import store_name as _store_name
+from adapters.entrypoints.db import db_command
 from adapters.storage.sqlite import SqliteStore
 from engine.domain import EventIds, MemoryEvent, UserProfile
 

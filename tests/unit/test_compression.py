@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from adapters.app import Templates
+from adapters.bootstrap.wiring import Templates
 from engine.compression import (
     Backoff,
     CompressionPolicy,

@@ -164,7 +164,7 @@ SAMPLE = """
 import os, json as j
 from engine import domain
 if False:
-    from adapters.app import Templates
+    from adapters.bootstrap.wiring import Templates
 def late():
     import aiohttp
     from opentelemetry.sdk.trace import TracerProvider
@@ -182,7 +182,7 @@ def test_scanner_finds_nested_relative_and_dynamic_imports() -> None:
         "os",
         "json",
         "engine",
-        "adapters.app",
+        "adapters.bootstrap.wiring",
         "aiohttp",
         "opentelemetry.sdk.trace",
         "pymongo",

@@ -10,8 +10,8 @@ import pytest
 from opentelemetry.sdk.trace import TracerProvider
 
 from actors.user_actor import current_user
-from adapters.logs import configure_logging, user_hash
-from adapters.settings import Settings, SettingsError
+from adapters.bootstrap.settings import Settings, SettingsError
+from adapters.observability.logs import configure_logging, user_hash
 
 
 def test_json_lines_carry_trace_ids_and_a_hashed_user() -> None:

@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from adapters.app import Templates
+from adapters.bootstrap.wiring import Templates
 from engine.domain import EventIds, Language, MemoryEvent, Role, UserProfile
 from engine.errors import MessageTooLong
 from engine.ports import ChatMessage

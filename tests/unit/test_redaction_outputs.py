@@ -12,9 +12,9 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import ConsoleSpanExporter, SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-from adapters import telemetry
-from adapters.redaction import RedactingExporter, RedactingFilter, install_log_redaction
-from adapters.telemetry import configure_tracing
+from adapters.observability import tracing
+from adapters.observability.redaction import RedactingFilter, install_log_redaction
+from adapters.observability.tracing import RedactingExporter, configure_tracing
 
 EMAIL = "ivan.petrov@example.ru"
 PHONE = "+7 916 123-45-67"
@@ -84,7 +84,7 @@ def test_exported_spans_are_redacted() -> None:
 def test_configured_console_exporter_redacts(monkeypatch) -> None:
     out = io.StringIO()
     monkeypatch.setattr(trace, "set_tracer_provider", lambda _: None)
-    monkeypatch.setattr(telemetry, "ConsoleSpanExporter", lambda: ConsoleSpanExporter(out=out))
+    monkeypatch.setattr(tracing, "ConsoleSpanExporter", lambda: ConsoleSpanExporter(out=out))
     provider = configure_tracing({"OTEL_TRACES_EXPORTER": "console"})
     assert provider is not None
     with provider.get_tracer("test").start_as_current_span("s") as span:

@@ -15,7 +15,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from actors.deps import ActorDeps, ActorSettings
 from actors.observe import CompressionFinished
 from actors.registry import Accepted, Registry, Rejected
-from adapters.clock import SystemClock
+from adapters.bootstrap.clock import SystemClock
 from engine.compression import CompressionPolicy
 from engine.domain import MemoryEvent
 from engine.errors import ShuttingDown, StoreUnavailable

@@ -10,7 +10,7 @@ from prometheus_client import CollectorRegistry
 
 from actors.deps import ActorSettings
 from actors.registry import Registry
-from adapters.telemetry import ButlerMetrics
+from adapters.observability.metrics import ButlerMetrics
 from engine.cache import cache_key
 from engine.domain import UserProfile
 from engine.ports import ChatMessage, CompletionRequest

@@ -7,9 +7,11 @@ from pathlib import Path
 
 import pytest
 
-from adapters.app import make_transcriber
-from adapters.settings import DEFAULT_LLM_URL, Settings, SettingsError, SttSettings
+from adapters.bootstrap.settings import DEFAULT_LLM_URL, Settings, SettingsError
+from adapters.bootstrap.wiring import make_transcriber
+from adapters.stt.config import SttSettings
 from adapters.stt.whisper import WhisperTranscriber
+from engine.errors import ConfigurationError
 
 
 def test_defaults_live_under_xdg_data_home(tmp_path: Path) -> None:
@@ -152,17 +154,17 @@ def test_worker_and_admin_settings() -> None:
             "BUTLER_WORKER_INTERVAL_S": "30",
             "BUTLER_WORKER_IDLE_S": "120",
             "BUTLER_WORKER_METRICS_FILE": "/var/lib/node_exporter/butler.prom",
-            "BUTLER_ADMIN_URL": "http://10.0.0.5:8081/",
+            "BUTLER_ADMIN_URL": "http://10.0.0.5:8377/",
             "BUTLER_ADMIN_TOKEN": "hunter2",
         }
     )
     assert (settings.worker_interval_s, settings.worker_idle_s) == (30.0, 120.0)
     assert settings.worker_metrics_file == "/var/lib/node_exporter/butler.prom"
-    assert settings.admin_url == "http://10.0.0.5:8081"
+    assert settings.admin_url == "http://10.0.0.5:8377"
     assert settings.admin_token == "hunter2"
     assert "hunter2" not in repr(settings)
     defaults = Settings.from_env({"HOME": "/tmp"})
-    assert defaults.admin_url == "http://127.0.0.1:8081"
+    assert defaults.admin_url == "http://127.0.0.1:8377"
     assert defaults.llm_local_model == ""
 
 
@@ -229,5 +231,5 @@ def test_the_transcriber_is_built_cheaply_and_checks_its_model(tmp_path: Path) -
     assert not transcriber.model.loaded
     assert not (tmp_path / "models").exists()  # assembled on the first voice note
     bad = Settings.from_env({"BUTLER_DATA_DIR": str(tmp_path), "BUTLER_WHISPER_MODEL": "nope"})
-    with pytest.raises(SettingsError, match="BUTLER_WHISPER_MODEL='nope'"):
+    with pytest.raises(ConfigurationError, match="BUTLER_WHISPER_MODEL=.nope."):
         make_transcriber(bad)

@@ -18,7 +18,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from prometheus_client import CollectorRegistry
 
-from adapters.settings import Settings, SettingsError
+from adapters.bootstrap.settings import Settings, SettingsError
 from adapters.telegram.intake import BoundedMap, RateLimiter, SeenUpdates
 from adapters.telegram.metrics import TelegramMetrics
 from adapters.telegram.outbound import Outbox, Pacer, TelegramSink, Typing, chat_of, user_of

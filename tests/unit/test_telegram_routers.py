@@ -15,8 +15,8 @@ from aiogram import Bot, Dispatcher
 from aiogram.types import Update
 from prometheus_client import CollectorRegistry
 
-from adapters.app import App, open_app
-from adapters.settings import Settings
+from adapters.bootstrap.settings import Settings
+from adapters.bootstrap.wiring import App, Ports, open_app
 from adapters.telegram.handlers import FrontDoor, build_router
 from adapters.telegram.intake import RateLimiter
 from adapters.telegram.metrics import TelegramMetrics
@@ -82,9 +82,8 @@ async def door(tmp_path: Path) -> AsyncIterator[Door]:
     typing = Typing(outbox, metrics)
     sink = TelegramSink(outbox, typing, metrics, quote_transcript=True)
     store, llm = MemoryStore(), ScriptedLLM(script=lambda r: f"echo: {r.messages[-1].content}")
-    async with open_app(
-        settings=settings, sink=sink, store=store, llm=llm, metrics=registry, clock=ManualClock()
-    ) as app:
+    ports = Ports(store=store, llm=llm, clock=ManualClock())
+    async with open_app(settings, sink=sink, ports=ports, metrics=registry) as app:
         front = FrontDoor(
             registry=app.registry,
             store=store,

@@ -18,7 +18,8 @@ from actors.observe import (
     TransitionMade,
     TurnFinished,
 )
-from adapters.telemetry import ButlerMetrics, configure_tracing
+from adapters.observability.metrics import ButlerMetrics
+from adapters.observability.tracing import configure_tracing
 from engine.lifecycle import Phase, Trigger
 
 

@@ -16,7 +16,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from tokenizers import Tokenizer
 
-from adapters.tokenizer import HFTokenizerCounter
+from adapters.llm.tokenizer import HFTokenizerCounter
 from engine.tokens import CalibratedEstimator
 
 DATA = Path(__file__).resolve().parent.parent / "data"

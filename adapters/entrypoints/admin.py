@@ -11,35 +11,16 @@ from dataclasses import asdict
 from datetime import datetime
 from typing import Any, TextIO
 
-from adapters.admin.client import AdminClient, AdminRequestFailed, ServiceUnreachable
+from adapters.admin.client import AdminClient, AdminRequestFailed, NotButler, ServiceUnreachable
 from adapters.admin.views import profile_json
-from adapters.app import open_store
-from adapters.settings import Settings
+from adapters.bootstrap.settings import Settings
+from adapters.bootstrap.wiring import open_store
 from engine.domain import InvalidProfileError
 from engine.messages import UpdateProfile
 
 
-def add_admin_parser(commands: Any) -> None:
-    """The `admin` sub-command and its four verbs."""
-    admin = commands.add_parser(
-        "admin", help="inspect and manage users (via the service, else the store)"
-    )
-    verbs = admin.add_subparsers(dest="admin_command", required=True)
-    show = verbs.add_parser("show", help="one user's profile, memory size and live state")
-    show.add_argument("user")
-    show.add_argument("--json", action="store_true", help="machine-readable output")
-    verbs.add_parser("list", help="all profiles")
-    reset = verbs.add_parser("reset", help="reset a user's actor (leave degraded)")
-    reset.add_argument("user")
-    reset.add_argument(
-        "--erase", action="store_true", help="also delete the profile and every stored event"
-    )
-    update = verbs.add_parser("update", help="change profile fields")
-    update.add_argument("user")
-    update.add_argument("--persona")
-    update.add_argument("--tone", choices=("witty", "formal", "casual"))
-    update.add_argument("--language", choices=("ru", "en"))
-    update.add_argument("--topics", help="comma-separated preferred topics ('' clears them)")
+async def main(settings: Settings, args: argparse.Namespace) -> int:
+    return await run_admin(settings, args, sys.stdout)
 
 
 async def run_admin(settings: Settings, args: argparse.Namespace, out: TextIO) -> int:
@@ -53,6 +34,8 @@ async def run_admin(settings: Settings, args: argparse.Namespace, out: TextIO) -
     try:
         async with AdminClient(settings.admin_url, settings.admin_token) as client:
             return await _online(client, verb, args, body, out)
+    except NotButler as exc:
+        print(f"butler: {exc} (BUTLER_ADMIN_URL); using the store directly", file=sys.stderr)
     except ServiceUnreachable:
         print(
             f"butler: no service answers at {settings.admin_url}; using the store directly",

@@ -10,51 +10,23 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from actors.deps import ActorSettings
+from adapters.stt.config import SttSettings
+from adapters.telegram.config import TelegramSettings
 from engine.compression import CompressionPolicy
+from engine.errors import ConfigurationError
 from engine.prompt import Budget
 
 DEFAULT_LLM_URL = "http://127.0.0.1:8080/v1"
-DEFAULT_ADMIN_URL = "http://127.0.0.1:8081"
+DEFAULT_ADMIN_URL = "http://127.0.0.1:8377"
 
 
-class SettingsError(ValueError):
+class SettingsError(ConfigurationError, ValueError):
     """An environment variable holds a value Butler cannot use."""
 
 
 def _default_data_dir(env: Mapping[str, str]) -> Path:
     base = env.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
     return Path(base) / "butler"
-
-
-@dataclass(frozen=True, slots=True)
-class TelegramSettings:
-    """The Telegram front door (`butler run`)."""
-
-    token: str = field(default="", repr=False)
-    api_url: str = ""
-    webhook_url: str = ""
-    webhook_listen: str = "127.0.0.1:8443"
-    webhook_secret: str = field(default="", repr=False)
-    allowed_users: frozenset[int] = frozenset()
-    rate_per_minute: int = 20
-    rate_burst: int = 10
-    quote_transcript: bool = True
-    polling_timeout_s: int = 25
-
-
-@dataclass(frozen=True, slots=True)
-class SttSettings:
-    """Speech to text: which Whisper model, how long a note may be, how much CPU it may take."""
-
-    model: str = ""
-    """Empty: the packaged base model; else a model directory, a size name or a hub id."""
-    max_seconds: float = 300.0
-    concurrency: int = 1
-    threads: int = 0
-    """CTranslate2 threads per transcription; 0: the CPU count, at most 4."""
-    beam_size: int = 1
-    wait_s: float = 120.0
-    """How long a voice note may wait for a free transcription slot before TranscriberBusy."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,13 +53,15 @@ class Settings:
     telegram: TelegramSettings = TelegramSettings()
     log_format: str = "text"
     log_salt: str = field(default="", repr=False)
-    admin_addr: tuple[str, int] = ("127.0.0.1", 8081)
+    admin_addr: tuple[str, int] = ("127.0.0.1", 8377)
     admin_token: str = field(default="", repr=False)
-    admin_url: str = "http://127.0.0.1:8081"
+    admin_url: str = "http://127.0.0.1:8377"
     llm_local_model: str = ""
     worker_interval_s: float = 600.0
     worker_idle_s: float = 3600.0
     worker_metrics_file: str = ""
+    warnings: tuple[str, ...] = ()
+    """Said on stderr at start: unknown `BUTLER_*` names, with the closest known one."""
 
     @property
     def sqlite_path(self) -> Path | None:
@@ -159,9 +133,9 @@ class Settings:
             telegram=_telegram(get),
             log_format=_choice(env, "BUTLER_LOG_FORMAT", ("text", "json")),
             log_salt=get.str("BUTLER_LOG_SALT", ""),
-            admin_addr=_host_port(get.str("BUTLER_ADMIN_ADDR", "127.0.0.1:8081")),
+            admin_addr=_host_port(get.str("BUTLER_ADMIN_ADDR", "127.0.0.1:8377")),
             admin_token=get.str("BUTLER_ADMIN_TOKEN", ""),
-            admin_url=get.str("BUTLER_ADMIN_URL", "http://127.0.0.1:8081").rstrip("/"),
+            admin_url=get.str("BUTLER_ADMIN_URL", "http://127.0.0.1:8377").rstrip("/"),
             llm_local_model=_local_model(get.str("BUTLER_LLM_LOCAL_MODEL", "")),
             worker_interval_s=get.float("BUTLER_WORKER_INTERVAL_S", 600.0),
             worker_idle_s=get.float("BUTLER_WORKER_IDLE_S", 3600.0),

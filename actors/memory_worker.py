@@ -4,7 +4,8 @@ Candidates are users over the threshold, and idle users (no event for `idle_s`) 
 than `keep_last + IDLE_MIN_FOLD` events. The worker never compresses by itself: it asks the
 user's actor, through its mailbox, so a compression never races a live turn. When `butler
 run` serves the users, the request goes to its admin API; when no service answers, the worker
-runs its own registry over the store (see `butler worker`).
+runs its own registry over the store (see `butler worker`). The admin API's requester lives
+in `adapters.admin.client`; the metrics in `adapters.observability.metrics`.
 """
 
 from __future__ import annotations
@@ -15,13 +16,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from contextlib import suppress
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from pathlib import Path
 from typing import Protocol
-from urllib.parse import quote
-
-import aiohttp
-from prometheus_client import CollectorRegistry, Counter, Gauge, write_to_textfile
-from prometheus_client.parser import text_string_to_metric_families
 
 from actors.registry import Registry
 from engine.compression import CompressionPolicy
@@ -81,39 +76,6 @@ async def _last_event_before(store: Store, user_id: str, cutoff: datetime) -> bo
     return bool(newest) and newest[-1].created_at < cutoff
 
 
-class AdminRequester:
-    """Asks a running service: `POST {admin_url}/admin/actors/{user_id}/compress` -> 202.
-
-    `?eager=1` marks an idle user under the threshold. A refused connection raises
-    `ServiceAbsent`; any other failure `RequestFailed`.
-    """
-
-    def __init__(self, admin_url: str, token: str = "", *, timeout_s: float = 10.0) -> None:
-        self._base = admin_url.rstrip("/")
-        self._headers = {"Authorization": f"Bearer {token}"} if token else {}
-        self._timeout = aiohttp.ClientTimeout(total=timeout_s, sock_connect=min(timeout_s, 3))
-        self._session: aiohttp.ClientSession | None = None
-
-    async def request(self, candidate: Candidate) -> None:
-        if self._session is None:
-            self._session = aiohttp.ClientSession(timeout=self._timeout)
-        url = f"{self._base}/admin/actors/{quote(candidate.user_id, safe='')}/compress"
-        params = {"eager": "1"} if candidate.eager else {}
-        try:
-            async with self._session.post(url, params=params, headers=self._headers) as resp:
-                if resp.status != 202:
-                    raise RequestFailed(f"admin API answered {resp.status}")
-        except aiohttp.ClientConnectorError as exc:
-            raise ServiceAbsent(f"no service at {self._base}") from exc
-        except (aiohttp.ClientError, TimeoutError) as exc:
-            raise RequestFailed(f"admin API failed: {type(exc).__name__}") from exc
-
-    async def close(self) -> None:
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
-
-
 class RegistryRequester:
     """Queues `CompressMemory` in a registry in this process and waits until it is handled.
 
@@ -145,71 +107,6 @@ class RegistryRequester:
             raise RequestFailed(f"the registry refused: {type(exc).__name__}") from exc
         if not taken:
             raise RequestFailed("the actor's mailbox is full")
-
-
-class WorkerMetrics:
-    """`personalized_memory_worker_*` on an injected registry."""
-
-    def __init__(self, registry: CollectorRegistry) -> None:
-        self.registry = registry
-        self.runs = Counter(
-            "personalized_memory_worker_runs", "Compression worker runs.", registry=registry
-        )
-        self.errors = Counter(
-            "personalized_memory_worker_errors",
-            "Compression worker runs that failed (store down, or a request not taken).",
-            registry=registry,
-        )
-        self.consecutive = Gauge(
-            "personalized_memory_worker_consecutive_failures",
-            "Failed worker runs since the last successful one.",
-            registry=registry,
-        )
-        self.last_success = Gauge(
-            "personalized_memory_worker_last_success_timestamp_seconds",
-            "When the worker last finished a run without failure (Unix time).",
-            registry=registry,
-        )
-        self.requested = Counter(
-            "personalized_memory_worker_requests",
-            "Compression requests handed to actors.",
-            registry=registry,
-        )
-
-    def record(self, report: RunReport, now: float) -> None:
-        self.runs.inc()
-        self.requested.inc(report.requested)
-        if report.ok:
-            self.consecutive.set(0)
-            self.last_success.set(now)
-        else:
-            self.errors.inc()
-            self.consecutive.inc()
-
-    def restore(self, path: Path) -> None:
-        """Continue the counters of an earlier `--once` run from its textfile."""
-        if not path.exists():
-            return
-        values = {
-            s.name: s.value
-            for family in text_string_to_metric_families(path.read_text(encoding="utf-8"))
-            for s in family.samples
-        }
-        for name, counter in (
-            ("personalized_memory_worker_runs_total", self.runs),
-            ("personalized_memory_worker_errors_total", self.errors),
-            ("personalized_memory_worker_requests_total", self.requested),
-        ):
-            counter.inc(values.get(name, 0.0))
-        self.consecutive.set(values.get("personalized_memory_worker_consecutive_failures", 0.0))
-        self.last_success.set(
-            values.get("personalized_memory_worker_last_success_timestamp_seconds", 0.0)
-        )
-
-    def write(self, path: Path) -> None:
-        """Write every worker metric for node_exporter's textfile collector (atomically)."""
-        path.parent.mkdir(parents=True, exist_ok=True)
-        write_to_textfile(str(path), self.registry)
 
 
 @dataclass(frozen=True, slots=True)
@@ -258,8 +155,14 @@ class DiscardSink:
 Sweep = Callable[[], Awaitable[RunReport]]
 
 
+class RunRecorder(Protocol):
+    """Where each sweep's outcome goes (the worker metrics)."""
+
+    def record(self, report: RunReport, now: float) -> None: ...
+
+
 async def run_periodically(
-    run: Sweep, metrics: WorkerMetrics, clock: Clock, interval_s: float
+    run: Sweep, metrics: RunRecorder, clock: Clock, interval_s: float
 ) -> None:
     """Run `run` every `interval_s` until cancelled, recording each outcome."""
     while True:
@@ -295,17 +198,16 @@ def start_worker(
     store: Store,
     policy: CompressionPolicy,
     clock: Clock,
-    metrics: CollectorRegistry,
+    metrics: RunRecorder,
     interval_s: float,
     idle_s: float,
 ) -> InProcessWorker:
-    """Start the periodic worker in this process (its metrics go on `metrics`)."""
-    worker_metrics = WorkerMetrics(metrics)
+    """Start the periodic worker in this process; each sweep is recorded on `metrics`."""
     requester = RegistryRequester(registry, store, timeout_s=policy.timeout_s * 2)
 
     async def run() -> RunReport:
         candidates = await find_candidates(store, policy, clock, idle_s=idle_s)
         return await sweep(candidates, requester)
 
-    task = asyncio.create_task(run_periodically(run, worker_metrics, clock, interval_s))
+    task = asyncio.create_task(run_periodically(run, metrics, clock, interval_s))
     return InProcessWorker(task)

@@ -1,23 +1,21 @@
-"""OpenTelemetry SDK setup from the standard `OTEL_*` variables, and Prometheus metrics.
+"""Prometheus instruments: actors' observations, live actor gauges, the memory worker.
 
-Only this module touches the SDK and `prometheus_client`; the core uses the OTel API and
-reports observations through `actors.observe.Observer`.
+Only this module touches `prometheus_client` for Butler's own metrics (the Telegram package
+keeps its own instruments beside the code they count).
 """
 
 from __future__ import annotations
 
-import os
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
-from opentelemetry import trace
-from opentelemetry.sdk.resources import Resource
-from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, write_to_textfile
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.registry import Collector
 
+from actors.memory_worker import RunReport
 from actors.observe import (
     ActorCrashed,
     CacheLooked,
@@ -32,42 +30,10 @@ from actors.observe import (
     TurnFinished,
 )
 from actors.registry import Registry
-from adapters.redaction import RedactingExporter
 
 _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
 _FAST_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1)
 _TOKEN_BUCKETS = (100, 250, 500, 750, 1000, 1250, 1500, 1750, 2000, 3000)
-
-
-def configure_tracing(env: Mapping[str, str] | None = None) -> TracerProvider | None:
-    """Install an SDK tracer provider configured from the standard variables.
-
-    Spans are exported over OTLP/HTTP when `OTEL_EXPORTER_OTLP_ENDPOINT` (or the traces
-    endpoint) is set or `OTEL_TRACES_EXPORTER=otlp`; `console` prints them; otherwise spans
-    are sampled (per `OTEL_TRACES_SAMPLER`) but not exported, so nothing connects to a
-    collector that is not there. `OTEL_SDK_DISABLED=true` leaves the no-op API in place.
-    Every exporter is wrapped so PII in attributes and events is redacted before export.
-
-    Returns:
-        The provider to shut down at exit, or None when tracing is disabled.
-    """
-    env = os.environ if env is None else env
-    if env.get("OTEL_SDK_DISABLED", "").lower() == "true":
-        return None
-    resource = Resource.create({"service.name": env.get("OTEL_SERVICE_NAME", "butler")})
-    provider = TracerProvider(resource=resource)  # sampler from OTEL_TRACES_SAMPLER(_ARG)
-    exporter_name = env.get("OTEL_TRACES_EXPORTER", "").lower()
-    has_endpoint = bool(
-        env.get("OTEL_EXPORTER_OTLP_ENDPOINT") or env.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
-    )
-    if exporter_name == "console":
-        provider.add_span_processor(BatchSpanProcessor(RedactingExporter(ConsoleSpanExporter())))
-    elif exporter_name == "otlp" or (has_endpoint and exporter_name != "none"):
-        from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
-
-        provider.add_span_processor(BatchSpanProcessor(RedactingExporter(OTLPSpanExporter())))
-    trace.set_tracer_provider(provider)
-    return provider
 
 
 class ButlerMetrics:
@@ -281,3 +247,68 @@ class ActorCollector(Collector):
 
     def describe(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
         return iter(())
+
+
+class WorkerMetrics:
+    """`personalized_memory_worker_*` on an injected registry."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.registry = registry
+        self.runs = Counter(
+            "personalized_memory_worker_runs", "Compression worker runs.", registry=registry
+        )
+        self.errors = Counter(
+            "personalized_memory_worker_errors",
+            "Compression worker runs that failed (store down, or a request not taken).",
+            registry=registry,
+        )
+        self.consecutive = Gauge(
+            "personalized_memory_worker_consecutive_failures",
+            "Failed worker runs since the last successful one.",
+            registry=registry,
+        )
+        self.last_success = Gauge(
+            "personalized_memory_worker_last_success_timestamp_seconds",
+            "When the worker last finished a run without failure (Unix time).",
+            registry=registry,
+        )
+        self.requested = Counter(
+            "personalized_memory_worker_requests",
+            "Compression requests handed to actors.",
+            registry=registry,
+        )
+
+    def record(self, report: RunReport, now: float) -> None:
+        self.runs.inc()
+        self.requested.inc(report.requested)
+        if report.ok:
+            self.consecutive.set(0)
+            self.last_success.set(now)
+        else:
+            self.errors.inc()
+            self.consecutive.inc()
+
+    def restore(self, path: Path) -> None:
+        """Continue the counters of an earlier `--once` run from its textfile."""
+        if not path.exists():
+            return
+        values = {
+            s.name: s.value
+            for family in text_string_to_metric_families(path.read_text(encoding="utf-8"))
+            for s in family.samples
+        }
+        for name, counter in (
+            ("personalized_memory_worker_runs_total", self.runs),
+            ("personalized_memory_worker_errors_total", self.errors),
+            ("personalized_memory_worker_requests_total", self.requested),
+        ):
+            counter.inc(values.get(name, 0.0))
+        self.consecutive.set(values.get("personalized_memory_worker_consecutive_failures", 0.0))
+        self.last_success.set(
+            values.get("personalized_memory_worker_last_success_timestamp_seconds", 0.0)
+        )
+
+    def write(self, path: Path) -> None:
+        """Write every worker metric for node_exporter's textfile collector (atomically)."""
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_to_textfile(str(path), self.registry)

@@ -19,6 +19,7 @@ from typing import Any, TextIO
 from opentelemetry import trace
 
 from actors.user_actor import current_user
+from adapters.observability.redaction import RedactingFilter
 
 # Attributes every LogRecord has; anything else came in through `extra=`.
 _STANDARD = frozenset(vars(logging.makeLogRecord({}))) | {"message", "asctime", "taskName"}
@@ -63,7 +64,7 @@ class JsonFormatter(logging.Formatter):
 def configure_logging(
     *, level: str, fmt: str, salt: str = "", stream: TextIO | None = None
 ) -> logging.Handler:
-    """Install one stderr handler on the root logger and return it.
+    """Install one stderr handler, with the redaction filter on it, on the root logger.
 
     Args:
         level: a `logging` level name.
@@ -77,6 +78,7 @@ def configure_logging(
         handler.setFormatter(JsonFormatter(key))
     else:
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
+    handler.addFilter(RedactingFilter())  # part of the handler: replaced with it, never lost
     handler.set_name("butler")
     root = logging.getLogger()
     for old in [h for h in root.handlers if h.get_name() == "butler"]:

@@ -1,4 +1,5 @@
-"""`butler worker [--once]`: one sweep, or a sweep every interval, from outside the service.
+"""The memory worker run from outside the service (`butler worker [--once]`): one sweep, or
+a sweep every interval.
 
 Each sweep opens the store, finds candidates, and asks the service's admin API to compress
 them; when no service answers, it opens its own registry over the store instead, asks the
@@ -14,20 +15,20 @@ from pathlib import Path
 
 from prometheus_client import CollectorRegistry
 
-from adapters.app import open_app, open_store
-from adapters.clock import SystemClock
-from adapters.settings import Settings
-from adapters.worker import (
-    AdminRequester,
+from actors.memory_worker import (
     DiscardSink,
     RegistryRequester,
     RunReport,
     ServiceAbsent,
-    WorkerMetrics,
     find_candidates,
     guarded,
     sweep,
 )
+from adapters.admin.client import AdminClient, AdminRequester
+from adapters.bootstrap.clock import SystemClock
+from adapters.bootstrap.settings import Settings
+from adapters.bootstrap.wiring import Ports, open_app, open_store
+from adapters.observability.metrics import WorkerMetrics
 from engine.ports import Clock
 
 log = logging.getLogger(__name__)
@@ -42,14 +43,13 @@ async def sweep_once(settings: Settings, clock: Clock) -> RunReport:
         )
         if not candidates:
             return RunReport(0, 0, 0)
-        admin = AdminRequester(settings.admin_url, settings.admin_token)
-        try:
-            return await sweep(candidates, admin)
-        except ServiceAbsent:
-            log.info("no service at the admin URL: compressing with a registry of our own")
-        finally:
-            await admin.close()
-        async with open_app(settings=settings, sink=DiscardSink(), store=store) as app:
+        async with AdminClient(settings.admin_url, settings.admin_token, timeout_s=10.0) as admin:
+            try:
+                return await sweep(candidates, AdminRequester(admin))
+            except ServiceAbsent:
+                log.info("no service at the admin URL: compressing with a registry of our own")
+        ports = Ports(store=store, clock=clock)
+        async with open_app(settings, sink=DiscardSink(), ports=ports) as app:
             requester = RegistryRequester(
                 app.registry, store, timeout_s=settings.policy.timeout_s * 2, skip_owed=True
             )

@@ -1,7 +1,9 @@
-"""The composition root: builds every adapter from settings and wires them into actors.
+"""The one wiring function: builds every adapter from settings and wires them into actors.
 
-`open_app(settings=..., sink=...)` is the one place that imports every layer; each `None`
-argument becomes the real adapter, so tests pass fakes behind the ports instead.
+`open_app(settings, sink=..., ports=Ports(...))` is used by every entry point and by the
+tests. A port left `None` in `Ports` becomes the real adapter named by the settings; tests put
+fakes there, typed by the engine's ports, so the wiring they run is the wiring users run.
+Adapters are imported only when the settings choose them (start-up time).
 """
 
 from __future__ import annotations
@@ -22,9 +24,9 @@ from prometheus_client import CollectorRegistry
 from actors.deps import ActorDeps
 from actors.observe import Observer
 from actors.registry import Registry
-from adapters.clock import SystemClock
-from adapters.settings import Settings
-from adapters.telemetry import ActorCollector, ButlerMetrics
+from adapters.bootstrap.clock import SystemClock
+from adapters.bootstrap.settings import Settings
+from adapters.observability.metrics import ActorCollector, ButlerMetrics
 from engine.errors import ShuttingDown, StoreUnavailable
 from engine.ports import Clock, LanguageModel, ReplySink, Store, TokenCounter, Transcriber
 from engine.prompt import PromptBuilder, Template, parse_template
@@ -43,12 +45,32 @@ class Templates:
 
     @classmethod
     def load(cls) -> Templates:
-        folder = resources.files("adapters") / "templates"
+        folder = resources.files("adapters.bootstrap") / "templates"
 
         def read(name: str) -> Template:
             return parse_template((folder / name).read_text(encoding="utf-8"))
 
         return cls(read("persona.txt"), read("memory_summary.txt"), read("summarize.txt"))
+
+
+@dataclass(frozen=True, slots=True)
+class Ports:
+    """Implementations to use instead of the ones the settings name (None: the real one).
+
+    A store or model passed here is the caller's to close; the ones built here are closed
+    when `open_app` exits.
+    """
+
+    store: Store | None = None
+    llm: LanguageModel | None = None
+    transcriber: Transcriber | None = None
+    clock: Clock | None = None
+    counter: TokenCounter | None = None
+    observer: Observer | None = None
+
+
+DEFAULT_PORTS = Ports()
+"""Every port built from the settings."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,6 +82,7 @@ class App:
     store: Store
     llm: LanguageModel
     metrics: CollectorRegistry
+    clock: Clock
     transcriber: Transcriber | None = None
 
 
@@ -87,10 +110,18 @@ async def open_store(settings: Settings) -> Store:
     return await SqliteStore.open(path)
 
 
+def store_name(settings: Settings) -> str:
+    """The store's location without credentials (a MongoDB URI may hold a password)."""
+    if settings.sqlite_path is not None:
+        return str(settings.sqlite_path)
+    scheme, _, rest = settings.store.partition("://")
+    return f"{scheme}://{rest.rpartition('@')[2].partition('?')[0]}"
+
+
 def make_counter(settings: Settings) -> TokenCounter:
     """The served model's tokenizer when configured, else the calibrated estimate."""
     if settings.tokenizer:
-        from adapters.tokenizer import HFTokenizerCounter
+        from adapters.llm.tokenizer import HFTokenizerCounter
 
         return HFTokenizerCounter(settings.tokenizer)
     return CalibratedEstimator()
@@ -133,56 +164,71 @@ def make_transcriber(settings: Settings) -> Transcriber:
     return WhisperTranscriber(settings.stt, data_dir=settings.data_dir)
 
 
+def actor_deps(
+    settings: Settings,
+    *,
+    sink: ReplySink,
+    store: Store,
+    llm: LanguageModel,
+    ports: Ports = DEFAULT_PORTS,
+    metrics: CollectorRegistry | None = None,
+) -> ActorDeps:
+    """What every actor of a process shares, built from settings and `ports` (no I/O)."""
+    counter = ports.counter if ports.counter is not None else make_counter(settings)
+    observer = ports.observer
+    if observer is None:
+        observer = ButlerMetrics(metrics if metrics is not None else CollectorRegistry())
+    transcriber = ports.transcriber
+    if transcriber is None:
+        transcriber = make_transcriber(settings)
+    templates = Templates.load()
+    return ActorDeps(
+        store=store,
+        llm=llm,
+        sink=sink,
+        clock=ports.clock or SystemClock(),
+        counter=counter,
+        prompts=PromptBuilder(
+            templates.persona, templates.memory_summary, counter, settings.budget
+        ),
+        summarize=templates.summarize,
+        observer=observer,
+        tracer=trace.get_tracer("butler"),
+        transcriber=transcriber,
+        policy=settings.policy,
+        settings=settings.actors,
+    )
+
+
 @asynccontextmanager
 async def open_app(
-    *,
     settings: Settings,
+    *,
     sink: ReplySink,
-    store: Store | None = None,
-    llm: LanguageModel | None = None,
-    transcriber: Transcriber | None = None,
-    clock: Clock | None = None,
-    counter: TokenCounter | None = None,
-    observer: Observer | None = None,
+    ports: Ports = DEFAULT_PORTS,
     metrics: CollectorRegistry | None = None,
     recover: bool = False,
 ) -> AsyncIterator[App]:
     """Build, start and finally drain and close the engine.
 
-    `recover=True` (a service) wakes, in the background, every user whose messages were stored
-    but not answered before the last stop; otherwise a user's actor picks them up on the
-    user's next message.
+    `metrics` is the Prometheus registry the engine's instruments go on (a new one by
+    default). `recover=True` (a service) wakes, in the background, every user whose messages
+    were stored but not answered before the last stop; otherwise a user's actor picks them up
+    on the user's next message.
     """
     async with AsyncExitStack() as stack:
+        store = ports.store
         if store is None:
             store = await open_store(settings)
             stack.push_async_callback(store.close)
+        llm = ports.llm
         if llm is None:
             llm = make_llm(settings)
             closer = getattr(llm, "close", None)
             if closer is not None:
                 stack.push_async_callback(closer)
         metrics = metrics if metrics is not None else CollectorRegistry()
-        observer = observer if observer is not None else ButlerMetrics(metrics)
-        counter = counter if counter is not None else make_counter(settings)
-        transcriber = transcriber if transcriber is not None else make_transcriber(settings)
-        templates = Templates.load()
-        deps = ActorDeps(
-            store=store,
-            llm=llm,
-            sink=sink,
-            clock=clock or SystemClock(),
-            counter=counter,
-            prompts=PromptBuilder(
-                templates.persona, templates.memory_summary, counter, settings.budget
-            ),
-            summarize=templates.summarize,
-            observer=observer,
-            tracer=trace.get_tracer("butler"),
-            transcriber=transcriber,
-            policy=settings.policy,
-            settings=settings.actors,
-        )
+        deps = actor_deps(settings, sink=sink, store=store, llm=llm, ports=ports, metrics=metrics)
         registry = await stack.enter_async_context(Registry(deps))
         metrics.register(ActorCollector(registry))
         background: list[asyncio.Task[Any]] = [
@@ -191,7 +237,7 @@ async def open_app(
         if recover:
             background.append(asyncio.create_task(recover_owed(registry, store)))
         try:
-            yield App(settings, registry, store, llm, metrics, transcriber)
+            yield App(settings, registry, store, llm, metrics, deps.clock, deps.transcriber)
         finally:
             for task in background:
                 task.cancel()
