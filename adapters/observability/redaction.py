@@ -32,11 +32,3 @@ class RedactingFilter(logging.Filter):
 
 
 _STANDARD = frozenset(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message"}
-
-
-def install_log_redaction(logger: logging.Logger | None = None) -> None:
-    """Add the filter to every handler of `logger` (the root logger by default)."""
-    target = logger if logger is not None else logging.getLogger()
-    for handler in target.handlers:
-        if not any(isinstance(f, RedactingFilter) for f in handler.filters):
-            handler.addFilter(RedactingFilter())

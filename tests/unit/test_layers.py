@@ -153,6 +153,85 @@ def test_specs_never_import_adapters() -> None:
     assert [str(i) for i in imports_in("specs") if i.top == "adapters"] == []
 
 
+# -- inside adapters/: technology packages, the composition root, the entry points ---------
+
+ROOT_PACKAGES = frozenset({"bootstrap", "entrypoints"})
+"""`adapters.bootstrap` (settings, the one wiring function) and `adapters.entrypoints` (one
+module per command); every other package of adapters/ is one technology."""
+
+
+def adapters_package(module: str) -> str | None:
+    """`storage` for `adapters.storage.sqlite`; None for what is not inside a package."""
+    parts = module.split(".")
+    return parts[1] if len(parts) > 2 and parts[0] == "adapters" else None
+
+
+def technology_packages() -> list[str]:
+    return sorted(
+        p.name
+        for p in (ROOT / "adapters").iterdir()
+        if (p / "__init__.py").is_file() and p.name not in ROOT_PACKAGES
+    )
+
+
+def test_adapters_holds_packages_only() -> None:
+    loose = [p.name for p in (ROOT / "adapters").glob("*.py") if p.name != "__init__.py"]
+    assert loose == [], "a module of adapters/ belongs in a technology package, or in bootstrap"
+    assert {"storage", "llm", "stt", "telegram", "admin", "observability"} <= set(
+        technology_packages()
+    )
+
+
+def _adapter_modules() -> list[tuple[Path, str]]:
+    """(file, its package under adapters/) for every module below adapters/<package>/."""
+    found = []
+    for path in files_of("adapters"):
+        package = adapters_package(module_name(path) + ("._" if path.name == "__init__.py" else ""))
+        if package is not None:
+            found.append((path, package))
+    return found
+
+
+def test_technology_packages_never_import_the_root_or_the_entry_points() -> None:
+    bad = [
+        str(i)
+        for path, package in _adapter_modules()
+        if package not in ROOT_PACKAGES
+        for i in imports_of(path)
+        if adapters_package(i.module + ".") in ROOT_PACKAGES
+        or i.module in {"adapters.bootstrap", "adapters.entrypoints"}
+    ]
+    assert bad == []
+
+
+def test_only_bootstrap_imports_more_than_one_technology_package() -> None:
+    technologies = set(technology_packages())
+    bad = []
+    for path, package in _adapter_modules():
+        if package == "bootstrap":
+            continue
+        used = {
+            adapters_package(i.module + ".")
+            for i in imports_of(path)
+            if adapters_package(i.module + ".") in technologies
+        } - {package}
+        allowed = 1 if package == "entrypoints" else 0  # a command may use one technology
+        if len(used) > allowed:
+            bad.append(f"{path.relative_to(ROOT)} imports {sorted(u for u in used if u)}")
+    assert bad == []
+
+
+def test_the_layout_rules_see_a_violation() -> None:
+    # The scan must notice what a careless edit would add.
+    probe = "from adapters.bootstrap.wiring import open_app\nfrom adapters.llm import chain\n"
+    path = ROOT / "adapters" / "telegram" / "probe.py"
+    found = {adapters_package(i.module + ".") for i in scan(probe, path, "adapters.telegram")}
+    assert found == {"bootstrap", "llm"}
+    assert adapters_package("adapters.telegram.service") == "telegram"
+    assert adapters_package("adapters.storage.") == "storage"
+    assert adapters_package("adapters") is None
+
+
 def test_every_layer_parses() -> None:
     for layer in LAYERS:
         for path in files_of(layer):

@@ -12,8 +12,8 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import ConsoleSpanExporter, SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-from adapters.observability import tracing
-from adapters.observability.redaction import RedactingFilter, install_log_redaction
+from adapters.observability import configure, tracing
+from adapters.observability.redaction import RedactingFilter
 from adapters.observability.tracing import RedactingExporter, configure_tracing
 
 EMAIL = "ivan.petrov@example.ru"
@@ -31,10 +31,27 @@ def logged() -> Iterator[tuple[logging.Logger, io.StringIO]]:
     handler.setFormatter(logging.Formatter("%(message)s %(detail)s"))
     logger.addHandler(handler)
     logger.propagate = False
-    install_log_redaction(logger)
-    install_log_redaction(logger)  # idempotent: one filter per handler
+    handler.addFilter(RedactingFilter())
     yield logger, out
     logger.removeHandler(handler)
+
+
+def test_configure_twice_keeps_exactly_one_redacting_handler() -> None:
+    root = logging.getLogger()
+    first, second = io.StringIO(), io.StringIO()
+    try:
+        configure(level="INFO", stream=first, tracing=False)
+        configured = configure(level="INFO", fmt="json", stream=second, tracing=False)
+        ours = [h for h in root.handlers if h.get_name() == "butler"]
+        assert ours == [configured.handler]
+        assert sum(isinstance(f, RedactingFilter) for f in configured.handler.filters) == 1
+        logging.getLogger("butler.tests.twice").warning("mail %s", EMAIL)
+    finally:
+        for handler in [h for h in root.handlers if h.get_name() == "butler"]:
+            root.removeHandler(handler)
+    assert first.getvalue() == ""
+    assert "mail" in second.getvalue()
+    assert EMAIL not in second.getvalue()
 
 
 def test_log_messages_arguments_extras_and_tracebacks_are_redacted(logged) -> None:

@@ -231,5 +231,5 @@ def test_the_transcriber_is_built_cheaply_and_checks_its_model(tmp_path: Path) -
     assert not transcriber.model.loaded
     assert not (tmp_path / "models").exists()  # assembled on the first voice note
     bad = Settings.from_env({"BUTLER_DATA_DIR": str(tmp_path), "BUTLER_WHISPER_MODEL": "nope"})
-    with pytest.raises(ConfigurationError, match="BUTLER_WHISPER_MODEL=.nope."):
+    with pytest.raises(ConfigurationError, match=r"BUTLER_WHISPER_MODEL=.nope."):
         make_transcriber(bad)
