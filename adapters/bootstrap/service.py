@@ -12,7 +12,7 @@ import logging
 import signal
 import sys
 from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, suppress
 from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry
@@ -21,8 +21,9 @@ from actors.memory_worker import start_worker
 from adapters.admin.server import AdminConfig, check_exposure, serve_admin
 from adapters.bootstrap.settings import Settings
 from adapters.bootstrap.wiring import DEFAULT_PORTS, App, Ports, open_app
-from adapters.observability.metrics import WorkerMetrics
-from engine.ports import OutgoingReply
+from adapters.observability.metrics import StoreHealthMetrics, WorkerMetrics
+from engine.errors import StoreUnavailable
+from engine.ports import OutgoingReply, Store
 
 if TYPE_CHECKING:
     from aiogram.client.session.aiohttp import AiohttpSession
@@ -106,9 +107,40 @@ async def serve(
         await stop.wait()
 
 
+STORE_CHECK_INTERVAL_S = 2.0
+"""How often the service confirms its store is still the one it opened (readiness checks it
+too): a removed data directory must fail readiness within seconds."""
+
+
+async def watch_store(store: Store, metrics: StoreHealthMetrics, *, interval_s: float) -> None:
+    """Check the store every `interval_s`; say so once (ERROR) when it fails, once when back."""
+    failing = False
+    while True:
+        try:
+            await store.check()
+        except StoreUnavailable as exc:
+            metrics.record(ok=False)
+            if not failing:
+                # The reason is the whole story; a traceback would only repeat it.
+                log.error(  # noqa: TRY400
+                    "store check failed: %s; not ready, messages are refused", exc
+                )
+            failing = True
+        else:
+            metrics.record(ok=True)
+            if failing:
+                log.info("store check passes again")
+            failing = False
+        await asyncio.sleep(interval_s)  # noqa: TID251 - a periodic job
+
+
 @asynccontextmanager
 async def _extras(app: App, settings: Settings, *, admin: bool) -> AsyncIterator[None]:
-    """What runs beside the intake: the admin server and the compression worker."""
+    """What runs beside the intake: the admin server, the compression worker and the store
+    watch."""
+    watch = asyncio.create_task(
+        watch_store(app.store, StoreHealthMetrics(app.metrics), interval_s=STORE_CHECK_INTERVAL_S)
+    )
     worker = start_worker(
         registry=app.registry,
         store=app.store,
@@ -125,4 +157,7 @@ async def _extras(app: App, settings: Settings, *, admin: bool) -> AsyncIterator
         else:
             yield
     finally:
+        watch.cancel()
+        with suppress(asyncio.CancelledError):
+            await watch
         await worker.stop()
