@@ -11,6 +11,7 @@ import asyncio
 import logging
 import signal
 import sys
+import tempfile
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager, suppress
 from typing import TYPE_CHECKING
@@ -22,7 +23,7 @@ from adapters.admin.server import AdminConfig, check_exposure, serve_admin
 from adapters.bootstrap.settings import Settings
 from adapters.bootstrap.wiring import DEFAULT_PORTS, App, Ports, open_app
 from adapters.observability.metrics import StoreHealthMetrics, WorkerMetrics
-from engine.errors import StoreUnavailable
+from engine.errors import ConfigurationError, StoreUnavailable
 from engine.ports import OutgoingReply, Store
 
 if TYPE_CHECKING:
@@ -46,6 +47,28 @@ def stop_on_signals() -> asyncio.Event:
     return stop
 
 
+def check_data_dir(settings: Settings) -> None:
+    """Make the data directory (and the SQLite file's) if absent and prove it writable.
+
+    Raises:
+        ConfigurationError: it cannot be made or written (a file in the way, no permission,
+            a read-only mount).
+    """
+    places = {settings.data_dir}
+    if settings.sqlite_path is not None:
+        places.add(settings.sqlite_path.parent)
+    for place in sorted(places):
+        try:
+            place.mkdir(parents=True, exist_ok=True)
+            with tempfile.TemporaryFile(dir=place):
+                pass
+        except OSError as exc:
+            raise ConfigurationError(
+                f"the data directory {place} cannot be written ({exc.strerror or exc}): "
+                "set BUTLER_DATA_DIR (or BUTLER_STORE) to a writable directory"
+            ) from None
+
+
 def admin_config(settings: Settings) -> AdminConfig:
     return AdminConfig(addr=settings.admin_addr, token=settings.admin_token)
 
@@ -65,12 +88,13 @@ async def serve(
     (an emulator in tests; by default one for `BUTLER_TELEGRAM_API_URL` or Telegram).
 
     Raises:
-        ConfigurationError: the admin address is exposed without a token (checked before
-            anything starts).
+        ConfigurationError: the admin address is exposed without a token, or the data
+            directory cannot be written (checked before anything starts).
         TelegramUnavailable: the token is refused or the Bot API cannot be reached.
     """
     if admin:
         check_exposure(admin_config(settings))
+    check_data_dir(settings)
     stop = stop if stop is not None else stop_on_signals()
     metrics = CollectorRegistry()
     if settings.telegram.token:
