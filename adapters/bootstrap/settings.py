@@ -25,7 +25,8 @@ __all__ = ["DEFAULT_LLM_URL", "Settings", "SettingsError", "configuration_table"
 class SettingsError(ConfigurationError, ValueError):
     """Environment variables hold values Butler cannot use: one line per problem."""
 
-    def __init__(self, problems: tuple[str, ...], warnings: tuple[str, ...] = ()) -> None:
+    def __init__(self, problems: str | tuple[str, ...], warnings: tuple[str, ...] = ()) -> None:
+        problems = (problems,) if isinstance(problems, str) else problems
         super().__init__("\n".join(problems))
         self.problems = problems
         self.warnings = warnings

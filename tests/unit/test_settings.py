@@ -436,3 +436,12 @@ def test_url_errors_do_not_echo_credentials() -> None:
     with pytest.raises(SettingsError) as caught:
         Settings.from_env({"BUTLER_TELEGRAM_API_URL": "ftp://bot:tok3n@api/"})
     assert "tok3n" not in str(caught.value)
+
+
+def test_a_settings_error_of_one_problem_reads_as_one_line() -> None:
+    error = SettingsError("BUTLER_X: expected a number")
+    assert (str(error), error.problems, error.warnings) == (
+        "BUTLER_X: expected a number",
+        ("BUTLER_X: expected a number",),
+        (),
+    )
