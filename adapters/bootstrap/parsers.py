@@ -102,9 +102,10 @@ def http_urls(raw: str) -> tuple[str, ...]:
 
 
 def host_port(raw: str) -> tuple[str, int]:
-    """`host:port` (`[v6]:port` for IPv6) as a pair; no host means 127.0.0.1."""
+    """`host:port` (`[v6]:port` for IPv6) as a pair; no host means 127.0.0.1; port 0 picks a
+    free port when the server starts (its address is logged)."""
     host, sep, port = raw.rpartition(":")
-    if not sep or not port.isdigit() or not 0 < int(port) < 65536:
+    if not sep or not port.isdigit() or not 0 <= int(port) < 65536:
         raise ValueError(f"expected host:port, got {raw!r}")
     return host.strip("[]") or "127.0.0.1", int(port)
 
