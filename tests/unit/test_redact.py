@@ -53,3 +53,11 @@ def test_luhn() -> None:
     assert luhn_valid("4111111111111111")
     assert luhn_valid("79927398713")
     assert not luhn_valid("79927398710")
+
+
+def test_a_year_before_a_card_does_not_hide_it():
+    # Found by the property test: the year joined the card's groups and shifted the match.
+    assert (
+        redact("привет 01.01.1990 4000 0000 0000 0002 привет") == "привет 01.01.1990 [card] привет"
+    )
+    assert "0002" not in redact("привет 01.01.1992 4000 0000 0000 0002 привет")  # both windows
