@@ -9,7 +9,15 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 from engine.domain import Language, MemoryEvent, MemorySlice, TurnContext, UserProfile
-from engine.errors import BadAudio, DeliveryFailed, DuplicateMessage, LLMRejected, LLMUnavailable, StoreUnavailable, TranscriberBusy
+from engine.errors import (
+    BadAudio,
+    DeliveryFailed,
+    DuplicateMessage,
+    LLMRejected,
+    LLMUnavailable,
+    StoreUnavailable,
+    TranscriberBusy,
+)
 from engine.ports import Completion, CompletionRequest, OutgoingReply, Transcript
 
 
@@ -48,8 +56,8 @@ class MemoryStore:
         self._check()
         self.profiles.pop(user_id, None)
         self.events.pop(user_id, None)
-        for key in [k for k in self.delivered if k[0] == user_id]:
-            del self.delivered[key]
+        for mark in [m for m in self.delivered if m[0] == user_id]:
+            del self.delivered[mark]
         for key in [k for k, (owner, _, _) in self.cache.items() if owner == user_id]:
             del self.cache[key]
 

@@ -235,7 +235,9 @@ class MongoStore:
     async def _refuse_repeat(self, doc: Doc, session: Session) -> None:
         """Raise DuplicateMessage if the message's origin is stored under another id."""
         found = await self._events.find_one(
-            {"user_id": doc["user_id"], "origin": doc["origin"]}, {"_id": 0, "id": 1}, session=session
+            {"user_id": doc["user_id"], "origin": doc["origin"]},
+            {"_id": 0, "id": 1},
+            session=session,
         )
         if found is not None and found.get("id") != doc["id"]:
             raise DuplicateMessage(str(found.get("id")))

@@ -98,7 +98,7 @@ async def migrate(db: AsyncDatabase[Doc], *, retention_days: int) -> None:
     version = 0 if meta is None else int(meta.get("version", 0))
     if version > SCHEMA_VERSION:
         raise StoreCorrupted(f"schema version {version} is newer than {SCHEMA_VERSION}")
-    if 0 < version < 3:  # noqa: PLR2004 - the outbox came with 3: older replies were sent
+    if 0 < version < 3:
         await db[EVENTS].update_many(
             {"role": "assistant", "delivered": {"$exists": False}},
             {"$set": {"delivered": "before-outbox"}},

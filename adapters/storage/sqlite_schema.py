@@ -97,7 +97,7 @@ def _migrate(conn: sqlite3.Connection) -> None:
     conn.execute("BEGIN IMMEDIATE")
     try:
         version = _check_version(conn)
-        if 0 < version < 3:  # noqa: PLR2004 - the version that added the columns
+        if 0 < version < 3:
             _add_delivery_columns(conn)
         for statement in _DDL:
             conn.execute(statement)
@@ -124,9 +124,7 @@ def _add_delivery_columns(conn: sqlite3.Connection) -> None:
         conn.execute("ALTER TABLE user_memory ADD COLUMN origin TEXT NOT NULL DEFAULT ''")
     if "delivered" not in columns:
         conn.execute("ALTER TABLE user_memory ADD COLUMN delivered TEXT")
-        conn.execute(
-            "UPDATE user_memory SET delivered = 'before-outbox' WHERE role = 'assistant'"
-        )
+        conn.execute("UPDATE user_memory SET delivered = 'before-outbox' WHERE role = 'assistant'")
 
 
 def to_micros(moment: datetime) -> int:
