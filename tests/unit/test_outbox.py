@@ -83,7 +83,7 @@ async def test_owed_replies_found_at_activation_go_out_before_new_answers():
     async with Registry(_deps(store, sink)) as registry:
         ticket = await registry.tell_text("u", "новый вопрос")
         replies = await sink.wait_for(2)
-    assert [r.text for r in replies][0] == "ответ до сбоя"
+    assert replies[0].text == "ответ до сбоя"
     assert isinstance(ticket, Accepted)
     assert replies[1].reply_to == ticket.event_id
     assert await store.owed_replies("u") == []
