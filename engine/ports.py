@@ -126,6 +126,16 @@ class ResponseCache(Protocol):
 class Store(ProfileStore, EventStore, DeliveryLedger, CompactionStore, ResponseCache, Protocol):
     """Everything Butler keeps: one object per backend (SQLite, MongoDB)."""
 
+    async def check(self) -> None:
+        """Confirm the store still keeps what it is given (a service calls it on a timer).
+
+        Raises:
+            StoreUnavailable: with the reason, when the store was lost under the process (its
+                file removed or replaced, its database dropped); from then on every call
+                raises it, so nothing is accepted into a store that a restart will not see.
+        """
+        ...
+
     async def close(self) -> None: ...
 
 

@@ -152,6 +152,9 @@ class MemoryStore:
             del self.cache[key]
         return len(expired)
 
+    async def check(self) -> None:
+        self._check()
+
     async def close(self) -> None:
         self.closed = True
 

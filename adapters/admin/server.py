@@ -172,9 +172,10 @@ async def _healthz(request: web.Request) -> web.Response:
 async def _readyz(request: web.Request) -> web.Response:
     app = request.app[_APP]
     try:
+        await app.store.check()  # a lost store answers reads from a file nobody will see again
         await app.store.list_profiles(limit=1)
-    except StoreUnavailable:
-        return web.json_response({"status": "store unavailable"}, status=503)
+    except StoreUnavailable as exc:
+        return web.json_response({"status": "store unavailable", "reason": str(exc)}, status=503)
     return web.json_response({"status": "ready", "actors": len(app.registry)})
 
 

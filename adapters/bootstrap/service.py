@@ -11,8 +11,9 @@ import asyncio
 import logging
 import signal
 import sys
+import tempfile
 from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, suppress
 from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry
@@ -21,9 +22,9 @@ from actors.memory_worker import start_worker
 from adapters.admin.server import AdminConfig, check_exposure, serve_admin
 from adapters.bootstrap.settings import Settings
 from adapters.bootstrap.wiring import DEFAULT_PORTS, App, Ports, open_app
-from adapters.observability.metrics import WorkerMetrics
-from engine.errors import DeliveryFailed
-from engine.ports import OutgoingReply
+from adapters.observability.metrics import StoreHealthMetrics, WorkerMetrics
+from engine.errors import ConfigurationError, DeliveryFailed, StoreUnavailable
+from engine.ports import OutgoingReply, Store
 
 if TYPE_CHECKING:
     from aiogram.client.session.aiohttp import AiohttpSession
@@ -48,6 +49,28 @@ def stop_on_signals() -> asyncio.Event:
     return stop
 
 
+def check_data_dir(settings: Settings) -> None:
+    """Make the data directory (and the SQLite file's) if absent and prove it writable.
+
+    Raises:
+        ConfigurationError: it cannot be made or written (a file in the way, no permission,
+            a read-only mount).
+    """
+    places = {settings.data_dir}
+    if settings.sqlite_path is not None:
+        places.add(settings.sqlite_path.parent)
+    for place in sorted(places):
+        try:
+            place.mkdir(parents=True, exist_ok=True)
+            with tempfile.TemporaryFile(dir=place):
+                pass
+        except OSError as exc:
+            raise ConfigurationError(
+                f"the data directory {place} cannot be written ({exc.strerror or exc}): "
+                "set BUTLER_DATA_DIR (or BUTLER_STORE) to a writable directory"
+            ) from None
+
+
 def admin_config(settings: Settings) -> AdminConfig:
     return AdminConfig(addr=settings.admin_addr, token=settings.admin_token)
 
@@ -67,12 +90,13 @@ async def serve(
     (an emulator in tests; by default one for `BUTLER_TELEGRAM_API_URL` or Telegram).
 
     Raises:
-        ConfigurationError: the admin address is exposed without a token (checked before
-            anything starts).
+        ConfigurationError: the admin address is exposed without a token, or the data
+            directory cannot be written (checked before anything starts).
         TelegramUnavailable: the token is refused or the Bot API cannot be reached.
     """
     if admin:
         check_exposure(admin_config(settings))
+    check_data_dir(settings)
     stop = stop if stop is not None else stop_on_signals()
     metrics = CollectorRegistry()
     if settings.telegram.token:
@@ -109,9 +133,40 @@ async def serve(
         await stop.wait()
 
 
+STORE_CHECK_INTERVAL_S = 2.0
+"""How often the service confirms its store is still the one it opened (readiness checks it
+too): a removed data directory must fail readiness within seconds."""
+
+
+async def watch_store(store: Store, metrics: StoreHealthMetrics, *, interval_s: float) -> None:
+    """Check the store every `interval_s`; say so once (ERROR) when it fails, once when back."""
+    failing = False
+    while True:
+        try:
+            await store.check()
+        except StoreUnavailable as exc:
+            metrics.record(ok=False)
+            if not failing:
+                # The reason is the whole story; a traceback would only repeat it.
+                log.error(  # noqa: TRY400
+                    "store check failed: %s; not ready, messages are refused", exc
+                )
+            failing = True
+        else:
+            metrics.record(ok=True)
+            if failing:
+                log.info("store check passes again")
+            failing = False
+        await asyncio.sleep(interval_s)  # noqa: TID251 - a periodic job
+
+
 @asynccontextmanager
 async def _extras(app: App, settings: Settings, *, admin: bool) -> AsyncIterator[None]:
-    """What runs beside the intake: the admin server and the compression worker."""
+    """What runs beside the intake: the admin server, the compression worker and the store
+    watch."""
+    watch = asyncio.create_task(
+        watch_store(app.store, StoreHealthMetrics(app.metrics), interval_s=STORE_CHECK_INTERVAL_S)
+    )
     worker = start_worker(
         registry=app.registry,
         store=app.store,
@@ -128,4 +183,7 @@ async def _extras(app: App, settings: Settings, *, admin: bool) -> AsyncIterator
         else:
             yield
     finally:
+        watch.cancel()
+        with suppress(asyncio.CancelledError):
+            await watch
         await worker.stop()

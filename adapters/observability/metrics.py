@@ -312,3 +312,25 @@ class WorkerMetrics:
         """Write every worker metric for node_exporter's textfile collector (atomically)."""
         path.parent.mkdir(parents=True, exist_ok=True)
         write_to_textfile(str(path), self.registry)
+
+
+class StoreHealthMetrics:
+    """`butler_store_*`: whether the store still keeps what it is given (see `Store.check`)."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.healthy = Gauge(
+            "butler_store_healthy",
+            "1 while the store's last check passed; 0 when it was lost (file removed or "
+            "replaced, database dropped) or cannot be reached.",
+            registry=registry,
+        )
+        self.checks = Counter(
+            "butler_store_checks",
+            "Store checks, by outcome (ok, unavailable).",
+            ["outcome"],
+            registry=registry,
+        )
+
+    def record(self, *, ok: bool) -> None:
+        self.healthy.set(1 if ok else 0)
+        self.checks.labels("ok" if ok else "unavailable").inc()

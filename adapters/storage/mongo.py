@@ -41,6 +41,7 @@ from adapters.storage.mongo_schema import (
 )
 from adapters.storage.mongo_setup import (
     client_options,
+    incarnation,
     map_error,
     migrate,
     supports_transactions,
@@ -68,8 +69,13 @@ class MongoStore:
     (unreachable, timed out, conflicts) or `StoreCorrupted` (refused or unreadable data).
     """
 
-    def __init__(self, client: AsyncMongoClient[Doc], db: AsyncDatabase[Doc], *, txn: bool) -> None:
+    def __init__(
+        self, client: AsyncMongoClient[Doc], db: AsyncDatabase[Doc], *, txn: bool, incarnation: str
+    ) -> None:
         self._client = client
+        self._db = db
+        self._incarnation = incarnation
+        self._lost: str | None = None
         self._profiles: AsyncCollection[Doc] = db[PROFILES]
         self._events: AsyncCollection[Doc] = db[EVENTS]
         self._cache: AsyncCollection[Doc] = db[CACHE]
@@ -104,13 +110,27 @@ class MongoStore:
         try:
             db = client.get_default_database(DEFAULT_DATABASE)
             hello = await client.admin.command("hello")
-            await migrate(db, retention_days=retention_days)
+            token = await migrate(db, retention_days=retention_days)
         except BaseException as exc:
             await client.close()
             if isinstance(exc, PyMongoError):
                 raise map_error(exc) from exc
             raise
-        return cls(client, db, txn=supports_transactions(hello))
+        return cls(client, db, txn=supports_transactions(hello), incarnation=token)
+
+    async def check(self) -> None:
+        """Raise StoreUnavailable (for good) once the database was dropped under the service.
+
+        MongoDB makes a dropped database again on the next write, empty and without indexes:
+        the schema document's incarnation tells that one from the database opened.
+        """
+        if self._lost is None:
+            async with self._op():
+                found = await incarnation(self._db)
+            if found != self._incarnation:
+                self._lost = f"mongodb: the database {self._db.name} was dropped under the service"
+        if self._lost is not None:
+            raise StoreUnavailable(self._lost)
 
     async def close(self) -> None:
         """Let operations in flight finish, then close the client; calling it again does
@@ -137,6 +157,8 @@ class MongoStore:
         """One port operation: refused once closed, counted for `close`, errors mapped."""
         if self._closed:
             raise StoreUnavailable("the store is closed")
+        if self._lost is not None:
+            raise StoreUnavailable(self._lost)
         self._inflight += 1
         self._drained.clear()
         try:

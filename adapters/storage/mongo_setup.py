@@ -4,6 +4,7 @@ migration, and the mapping of PyMongo's errors onto `engine.errors`.
 
 from __future__ import annotations
 
+import uuid
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
@@ -85,10 +86,14 @@ def supports_transactions(hello: Doc) -> bool:
     return clustered and "logicalSessionTimeoutMinutes" in hello
 
 
-async def migrate(db: AsyncDatabase[Doc], *, retention_days: int) -> None:
+async def migrate(db: AsyncDatabase[Doc], *, retention_days: int) -> str:
     """Bring `db` to `SCHEMA_VERSION`: every index, and the TTL set to `retention_days`.
 
     Idempotent; safe to run while other processes use the database.
+
+    Returns:
+        The database's incarnation: a token written once into its schema document, gone
+        (or another) when the database was dropped and made again.
 
     Raises:
         StoreCorrupted: the database's schema is newer than this code.
@@ -109,6 +114,19 @@ async def migrate(db: AsyncDatabase[Doc], *, retention_days: int) -> None:
             await db[collection].create_index(keys, name=name, **options)
     await _ensure_ttl(db, retention_days * 86_400)
     await db[META].update_one({"_id": "schema"}, {"$max": {"version": SCHEMA_VERSION}}, upsert=True)
+    # Two steps, each atomic on one document: databases made before the token get one too.
+    token = uuid.uuid4().hex
+    await db[META].update_one(
+        {"_id": "schema", "incarnation": {"$exists": False}}, {"$set": {"incarnation": token}}
+    )
+    meta = await db[META].find_one({"_id": "schema"})
+    return str(meta["incarnation"]) if meta is not None else token
+
+
+async def incarnation(db: AsyncDatabase[Doc]) -> str | None:
+    """The incarnation `migrate` returned, or None when the schema document is gone."""
+    meta = await db[META].find_one({"_id": "schema"}, {"incarnation": 1})
+    return None if meta is None else str(meta.get("incarnation"))
 
 
 async def _ensure_ttl(db: AsyncDatabase[Doc], seconds: int) -> None:

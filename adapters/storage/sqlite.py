@@ -5,6 +5,7 @@ Every public method is exactly one job on that thread; concurrent writes share a
 
 from __future__ import annotations
 
+import os
 import sqlite3
 from collections.abc import Callable, Sequence
 from datetime import datetime
@@ -22,7 +23,7 @@ from adapters.storage.sqlite_schema import (
 )
 from adapters.storage.sqlite_thread import DbThread
 from engine.domain import MemoryEvent, MemorySlice, TurnContext, UserProfile
-from engine.errors import DuplicateMessage
+from engine.errors import DuplicateMessage, StoreUnavailable
 
 T = TypeVar("T")
 
@@ -103,8 +104,12 @@ class SqliteStore:
     already queued.
     """
 
-    def __init__(self, db: DbThread) -> None:
+    def __init__(self, db: DbThread, path: Path | None = None) -> None:
         self._db = db
+        self._path = path
+        self._identity = _identity(path) if path is not None else None
+        """(st_dev, st_ino) of the file opened: unlinked or replaced, the path names another."""
+        self._lost: str | None = None
 
     @classmethod
     async def open(cls, path: str | Path) -> SqliteStore:
@@ -116,7 +121,22 @@ class SqliteStore:
         """
         db = DbThread(lambda: connect(str(path)), name=f"sqlite-store:{Path(path).name}")
         await db.start()
-        return cls(db)
+        return cls(db, Path(path))
+
+    async def check(self) -> None:
+        """Raise StoreUnavailable (for good) once the file opened is no longer at its path.
+
+        SQLite goes on writing into an unlinked file without a word, and a restart opens a new
+        empty one: everything accepted in between would be gone.
+        """
+        if self._lost is None and self._identity is not None and self._path is not None:
+            now = _identity(self._path)
+            if now != self._identity:
+                what = "removed" if now is None else "replaced"
+                self._lost = f"sqlite: the database file {self._path} was {what} under the service"
+                self._db.refuse(self._lost)
+        if self._lost is not None:
+            raise StoreUnavailable(self._lost)
 
     async def close(self) -> None:
         """Finish queued jobs, then close the file; calling it again does nothing."""
@@ -229,6 +249,14 @@ class SqliteStore:
 
     async def _write(self, work: Callable[[sqlite3.Connection], T]) -> T:
         return await self._db.call(work, write=True)
+
+
+def _identity(path: Path) -> tuple[int, int] | None:
+    try:
+        info = os.stat(path)
+    except FileNotFoundError:
+        return None
+    return info.st_dev, info.st_ino
 
 
 def _execute(conn: sqlite3.Connection, sql: str, params: Sequence[object]) -> int:

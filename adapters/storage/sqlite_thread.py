@@ -68,6 +68,7 @@ class DbThread:
         self._queue: queue.SimpleQueue[_Job] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
         self._accepting = False
+        self._refusal: str | None = None
         self._stopping: asyncio.Future[Any] | None = None
         self.write_batches = 0
         """Write transactions committed so far (tests use it to see group commit happen)."""
@@ -96,7 +97,7 @@ class DbThread:
     def submit(self, work: Callable[[sqlite3.Connection], T], *, write: bool) -> asyncio.Future[T]:
         """Queue `work` without waiting; the future holds its outcome or its raw error."""
         if not self._accepting:
-            raise StoreUnavailable("the store is closed")
+            raise StoreUnavailable(self._refusal or "the store is closed")
         job = self._job(work, write=write)
         self._queue.put(job)
         return job.future
@@ -114,8 +115,14 @@ class DbThread:
         except sqlite3.Error as exc:
             raise map_error(exc) from exc
 
+    def refuse(self, reason: str) -> None:
+        """Take no more jobs (jobs already queued still run); `reason` is the error's text."""
+        self._refusal = reason
+        self._accepting = False
+
     async def stop(self) -> None:
         """Finish every queued job, close the connection and join the thread."""
+        self._refusal = None
         if self._thread is None or not self._thread.is_alive():
             self._accepting = False
             return

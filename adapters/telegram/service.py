@@ -35,12 +35,12 @@ from aiogram.exceptions import (
     TelegramServerError,
     TelegramUnauthorizedError,
 )
-from aiogram.methods import DeleteWebhook, GetUpdates, SetWebhook
+from aiogram.methods import DeleteWebhook, SetWebhook
 from aiogram.types import Update
+from aiogram.types.update import UpdateTypeLookupError
 from aiogram.utils.token import TokenValidationError
 from aiohttp import web
 from prometheus_client import CollectorRegistry
-from pydantic import ValidationError
 
 from actors.registry import Registry
 from adapters.telegram.config import TelegramSettings
@@ -48,6 +48,13 @@ from adapters.telegram.handlers import FrontDoor, build_router
 from adapters.telegram.intake import RateLimiter, SeenUpdates
 from adapters.telegram.metrics import TelegramMetrics
 from adapters.telegram.outbound import Outbox, TelegramSink, Typing
+from adapters.telegram.updates import (
+    Poisoned,
+    RawGetUpdates,
+    read_batch,
+    read_update,
+    update_id_of,
+)
 from engine.errors import ButlerError, TransientError
 from engine.ports import Clock, Store
 
@@ -63,7 +70,11 @@ class TelegramUnavailable(ButlerError):
 
 
 def update_kind(update: Update) -> str:
-    return update.event_type
+    """The update's kind; "unknown" for one of no kind aiogram knows (`{"update_id": N}`)."""
+    try:
+        return update.event_type
+    except UpdateTypeLookupError:
+        return "unknown"
 
 
 def update_sender(update: Update) -> int | None:
@@ -89,6 +100,12 @@ class Intake:
         if self.seen.seen(update.update_id):
             self.metrics.update(kind, "duplicate")
             return True
+        if kind == "unknown":
+            # Nothing handles it; refusing it would make Telegram deliver it again for a day.
+            log.warning("update of no known kind ignored: update_id=%s", update.update_id)
+            self.metrics.update(kind, "ignored")
+            self.seen.remember(update.update_id)
+            return True
         try:
             await self.dispatcher.feed_update(self.bot, update)
         except _TRANSIENT as exc:
@@ -108,9 +125,23 @@ class Intake:
         self.seen.remember(update.update_id)
         return True
 
-    async def handle_batch(self, updates: Sequence[Update]) -> tuple[int | None, bool]:
+    def give_up(self, poisoned: Poisoned) -> None:
+        """Count and log an update that cannot be read, once however often it comes."""
+        if poisoned.update_id is not None:
+            if self.seen.seen(poisoned.update_id):
+                return
+            self.seen.remember(poisoned.update_id)
+        log.error("poisoned update skipped: update_id=%s, %s", poisoned.update_id, poisoned.why)
+        self.metrics.update("unknown", "poisoned")
+
+    async def handle_batch(
+        self, updates: Sequence[Update], *, poisoned: Sequence[Poisoned] = ()
+    ) -> tuple[int | None, bool]:
         """Handle a getUpdates batch; returns the offset that confirms what is safe to confirm
-        (None: nothing) and whether something must come again."""
+        (None: nothing) and whether something must come again. `poisoned` updates (of the
+        same batch) are given up: counted, logged and confirmed with the rest."""
+        for bad in poisoned:
+            self.give_up(bad)
         chains: dict[int, list[Update]] = {}
         for update in updates:
             key = update_sender(update)
@@ -127,11 +158,12 @@ class Intake:
         async with anyio.create_task_group() as group:
             for chain in chains.values():
                 group.start_soon(run, chain)
+        done.update((bad.update_id, True) for bad in poisoned if bad.update_id is not None)
         offset = None
-        for update in updates:
-            if not done.get(update.update_id, False):
+        for update_id in sorted(done.keys() | {update.update_id for update in updates}):
+            if not done.get(update_id, False):
                 return offset, True
-            offset = update.update_id + 1
+            offset = update_id + 1
         return offset, False
 
     async def handle_in_order(self, update: Update) -> bool:
@@ -165,7 +197,9 @@ async def poll(
     failures = 0
     try:
         while not stop.is_set():
-            request = GetUpdates(offset=offset, timeout=timeout_s, allowed_updates=ALLOWED_UPDATES)
+            request = RawGetUpdates(
+                offset=offset, timeout=timeout_s, allowed_updates=ALLOWED_UPDATES
+            )
             fetched = await _unless_stopped(bot(request, request_timeout=timeout_s + 15), stop)
             if fetched is None:
                 return
@@ -182,11 +216,12 @@ async def poll(
                 failures += 1
                 await _wait(stop, backoff(failures))
                 continue
-            updates: list[Update] = value  # type: ignore[assignment]
-            if not updates:
+            assert isinstance(value, list)
+            if not value:
                 failures = 0
                 continue
-            confirmed, retry = await intake.handle_batch(updates)
+            batch = read_batch(value, bot)
+            confirmed, retry = await intake.handle_batch(batch.updates, poisoned=batch.poisoned)
             if confirmed is not None:
                 offset = confirmed
             if retry:
@@ -198,7 +233,7 @@ async def poll(
         if offset is not None:
             # Confirm the last batch now: otherwise it would come again after a restart.
             with suppress(Exception):
-                await bot(GetUpdates(offset=offset, timeout=0, limit=1))
+                await bot(RawGetUpdates(offset=offset, timeout=0, limit=1))
 
 
 async def _unless_stopped(call: Awaitable[Any], stop: asyncio.Event) -> tuple[str, object] | None:
@@ -232,11 +267,21 @@ def webhook_app(intake: Intake, path: str, secret: str) -> web.Application:
             return web.json_response({"error": "wrong secret token"}, status=401)
         try:
             data = await request.json()
-            update = Update.model_validate(data, context={"bot": intake.bot})
-        except (ValueError, ValidationError):
+        except ValueError:
             intake.metrics.update("unknown", "malformed")
             log.warning("malformed update refused")
             return web.json_response({"error": "malformed update"}, status=400)
+        update_id = update_id_of(data)
+        if update_id is None:
+            intake.metrics.update("unknown", "malformed")
+            log.warning("update without an update_id refused")
+            return web.json_response({"error": "malformed update"}, status=400)
+        try:
+            update = read_update(data, intake.bot)
+        except ValueError as exc:
+            # Refusing it would only bring it back for a day; nobody can ever read it.
+            intake.give_up(Poisoned(update_id, str(exc)))
+            return web.json_response({"ok": True})
         if await intake.handle_in_order(update):
             return web.json_response({"ok": True})
         return web.json_response({"error": "try again later"}, status=503)

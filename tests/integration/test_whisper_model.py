@@ -12,7 +12,6 @@ from pathlib import Path
 
 import pytest
 
-from adapters.bootstrap.settings import SettingsError
 from adapters.stt import model as stt_model
 from adapters.stt.model import (
     DEFAULT_MODEL_DIR,
@@ -22,6 +21,7 @@ from adapters.stt.model import (
     resolve_model,
 )
 from adapters.stt.whisper import LazyWhisperModel
+from engine.errors import ConfigurationError
 from tests.support.tools import ROOT
 
 PARTS_SIZE = 2 * 72_608_766
@@ -113,7 +113,7 @@ def test_specs_resolve_to_a_directory_or_a_hub_name(tmp_path: Path) -> None:
         "Systran/faster-whisper-small"
     )
     for bad in ("huge", str(tmp_path / "missing"), "/no/such/model"):
-        with pytest.raises(SettingsError, match="BUTLER_WHISPER_MODEL"):
+        with pytest.raises(ConfigurationError, match="BUTLER_WHISPER_MODEL"):
             resolve_model(bad, tmp_path / "data")
 
 
