@@ -8,12 +8,9 @@ temperature and every message). A changed template, model, profile or history is
 from __future__ import annotations
 
 import hashlib
-from datetime import timedelta
 
 from engine.domain import UserProfile
 from engine.ports import CompletionRequest
-
-CACHE_TTL = timedelta(hours=24)
 
 
 def profile_fingerprint(profile: UserProfile) -> str:

@@ -23,12 +23,14 @@ MESSAGE_OVERHEAD_TOKENS = 4
 
 @dataclass(frozen=True, slots=True)
 class Budget:
-    """Token budgets per prompt section (seed 001 TL-00); `reply` bounds the completion."""
+    """Token budgets per prompt section (seed 001 TL-00); `reply` bounds the completion.
+
+    The message has no budget of its own: it may use what the persona leaves of `total`.
+    """
 
     persona: int = 200
     memory: int = 800
     summary: int = 300
-    message: int = 200
     total: int = 2000
     reply: int = 512
 

@@ -154,7 +154,9 @@ async def serve_admin(app: AdminBackend, config: AdminConfig) -> AsyncIterator[s
         await site.start()
         bound = runner.addresses[0]
         shown = f"[{bound[0]}]" if ":" in bound[0] else bound[0]
-        yield f"http://{shown}:{bound[1]}"
+        url = f"http://{shown}:{bound[1]}"
+        log.info("admin server on %s/admin/", url)
+        yield url
     finally:
         streams: set[asyncio.Task[Any]] = web_app[_STREAMS]
         for task in tuple(streams):

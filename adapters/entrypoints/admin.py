@@ -14,7 +14,7 @@ from typing import Any, TextIO
 from adapters.admin.client import AdminClient, AdminRequestFailed, NotButler, ServiceUnreachable
 from adapters.admin.views import profile_json
 from adapters.bootstrap.settings import Settings
-from adapters.bootstrap.wiring import open_store
+from adapters.bootstrap.wiring import open_store, store_name
 from engine.domain import InvalidProfileError
 from engine.messages import UpdateProfile
 
@@ -135,7 +135,7 @@ async def show_from_store(settings: Settings, user_id: str, *, as_json: bool, ou
     finally:
         await store.close()
     if profile is None:
-        print(f"butler: no user {user_id!r} in {settings.store}", file=sys.stderr)
+        print(f"butler: no user {user_id!r} in {store_name(settings)}", file=sys.stderr)
         return 1
     data: dict[str, Any] = {
         "user_id": user_id,
@@ -168,7 +168,7 @@ async def reset_in_store(settings: Settings, user_id: str, *, erase: bool, out: 
     store = await open_store(settings)
     try:
         if await store.get_profile(user_id) is None:
-            print(f"butler: no user {user_id!r} in {settings.store}", file=sys.stderr)
+            print(f"butler: no user {user_id!r} in {store_name(settings)}", file=sys.stderr)
             return 1
         if erase:
             await store.erase_user(user_id)
@@ -187,7 +187,7 @@ async def update_in_store(
     try:
         profile = await store.get_profile(user_id)
         if profile is None:
-            print(f"butler: no user {user_id!r} in {settings.store}", file=sys.stderr)
+            print(f"butler: no user {user_id!r} in {store_name(settings)}", file=sys.stderr)
             return 1
         profile = update.apply(profile, datetime.now().astimezone())
         await store.save_profile(profile)

@@ -104,13 +104,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `butler` console script."""
     args = _parser().parse_args(argv)
     # Imported after parsing: `--help` and `--version` need none of this.
-    from adapters.bootstrap.settings import Settings
+    from adapters.bootstrap.settings import Settings, SettingsError
     from engine.errors import ButlerError, ConfigurationError
 
     try:
         settings = Settings.from_env()
-    except ConfigurationError as exc:
-        print(f"butler: {exc}", file=sys.stderr)
+    except SettingsError as exc:
+        _say(exc)
+        for warning in exc.warnings:
+            print(f"butler: warning: {warning}", file=sys.stderr)
         return 2
     from adapters.bootstrap.wiring import tune_gc
     from adapters.observability import configure
@@ -129,7 +131,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return asyncio.run(command(settings, args))
     except ConfigurationError as exc:
-        print(f"butler: {exc}", file=sys.stderr)
+        _say(exc)
         return 2
     except ButlerError as exc:
         print(f"butler: {exc}", file=sys.stderr)
@@ -138,6 +140,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
     finally:
         observed.shutdown()
+
+
+def _say(problem: Exception) -> None:
+    """One `butler:` line per problem (a SettingsError lists every bad variable)."""
+    for line in str(problem).splitlines():
+        print(f"butler: {line}", file=sys.stderr)
 
 
 if __name__ == "__main__":

@@ -184,7 +184,7 @@ class TestBuild:
         assert caught.value.budget == limit
 
     def test_message_section_budget_does_not_cut_the_message(self) -> None:
-        message = "Очень длинное сообщение. " * 40  # far above Budget.message
+        message = "Очень длинное сообщение. " * 40  # more than the persona section gets
         prompt = build(builder(), profile(), [], message)
         assert prompt.messages[-1].content == message
 
@@ -199,7 +199,6 @@ budgets = st.builds(
     persona=st.integers(30, 300),
     memory=st.integers(0, 1000),
     summary=st.integers(0, 400),
-    message=st.integers(1, 300),
     total=st.integers(150, 2500),
 )
 
