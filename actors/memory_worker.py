@@ -20,7 +20,7 @@ from typing import Protocol
 
 from actors.registry import Registry
 from engine.compression import CompressionPolicy
-from engine.errors import ButlerError, StoreUnavailable
+from engine.errors import ButlerError, DeliveryFailed, StoreUnavailable
 from engine.messages import CompressMemory
 from engine.ports import Clock, OutgoingReply, Store
 
@@ -148,8 +148,9 @@ async def sweep(candidates: Sequence[Candidate], requester: CompressionRequester
 class DiscardSink:
     """The worker's own registry answers nobody: it only compresses (owed users are skipped)."""
 
-    async def deliver(self, reply: OutgoingReply) -> None:
-        log.warning("worker registry produced a reply; it was not delivered")
+    async def deliver(self, reply: OutgoingReply) -> str:
+        log.warning("worker registry produced a reply; it stays owed for the service")
+        raise DeliveryFailed("the worker's registry has no front door")
 
 
 Sweep = Callable[[], Awaitable[RunReport]]

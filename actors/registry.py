@@ -22,7 +22,7 @@ from actors.history import TransitionFeed
 from actors.observe import ActorCrashed, MailboxRejected
 from actors.user_actor import Envelope, UserActor, recovered
 from engine.domain import Language, MemoryEvent, Source, UserProfile
-from engine.errors import ShuttingDown
+from engine.errors import DuplicateMessage, ShuttingDown
 from engine.lifecycle import RESTING_PHASES, Phase
 from engine.messages import Command, HandleText, HandleVoice, UserMessage
 from engine.persona import line
@@ -45,7 +45,15 @@ class Rejected:
     reply: str
 
 
-Ticket = Accepted | Rejected
+@dataclass(frozen=True, slots=True)
+class Repeated:
+    """The message was stored before (the same update delivered again): nothing new was
+    stored or queued; `event_id` is the stored one. Confirm it and do nothing else."""
+
+    event_id: str
+
+
+Ticket = Accepted | Rejected | Repeated
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,23 +107,27 @@ class Registry:
         *,
         source: Source = "text",
         language: Language | None = None,
+        origin: str = "",
     ) -> Ticket:
         """Store `text` as the user's message and queue it; never waits for a mailbox slot.
+
+        `origin` names the delivery it came in (`tg:msg:<message_id>`): a second message with
+        the same origin is recognised in the store and answered `Repeated`, not again.
 
         Raises:
             ShuttingDown: the registry is draining.
             StoreUnavailable: the message could not be stored (nothing was accepted).
         """
         actor = await self._actor(user_id, language)
-        event = self._event(actor, text, source)
+        event = self._event(actor, text, source, origin)
         return await self._accept(actor, HandleText(event), event, language)
 
     async def tell_voice(
-        self, user_id: str, audio: bytes, *, language: Language | None = None
+        self, user_id: str, audio: bytes, *, language: Language | None = None, origin: str = ""
     ) -> Ticket:
         """Store a voice message (its transcript is filled in later) and queue it."""
         actor = await self._actor(user_id, language)
-        event = self._event(actor, "", "voice")
+        event = self._event(actor, "", "voice", origin)
         return await self._accept(actor, HandleVoice(event, audio), event, language)
 
     async def tell(self, user_id: str, command: Command) -> Ticket:
@@ -216,7 +228,7 @@ class Registry:
         await done
         return True
 
-    def _event(self, actor: UserActor, text: str, source: Source) -> MemoryEvent:
+    def _event(self, actor: UserActor, text: str, source: Source, origin: str) -> MemoryEvent:
         deps = self._deps
         event_id, stamp = deps.ids.next(deps.clock.now())
         text = deps.settings.memory_text(text)  # the one entry point of user text
@@ -228,6 +240,7 @@ class Registry:
             source=source,
             created_at=stamp,
             tokens=deps.counter.count(text),
+            origin=origin,
         )
 
     async def _accept(
@@ -251,6 +264,9 @@ class Registry:
         try:
             with deps.tracer.start_as_current_span("store.append"):
                 await deps.store.append([event], profile=profile)
+        except DuplicateMessage as exc:
+            persisted.set_result(False)
+            return Repeated(exc.event_id)
         except BaseException:
             persisted.set_result(False)
             raise
@@ -284,10 +300,12 @@ class Registry:
             with deps.tracer.start_as_current_span("actor.activate"):
                 profile = await deps.store.get_profile(user_id)
                 owed = await deps.store.unanswered(user_id)
+                undelivered = await deps.store.owed_replies(user_id)
             actor = UserActor(
                 user_id, deps, language=profile.language if profile else (language or "ru")
             )
             actor.profile_known = profile is not None
+            actor.delivery_owed = bool(undelivered)
             now = deps.clock.monotonic()
             for event in owed:
                 actor.mailbox.offer(recovered(event, now), force=True)

@@ -38,6 +38,7 @@ from engine.compression import Backoff
 from engine.domain import Language, MemoryEvent, TurnContext, UserProfile
 from engine.errors import (
     BadAudio,
+    DeliveryFailed,
     LLMRejected,
     LLMUnavailable,
     MessageTooLong,
@@ -95,6 +96,8 @@ class UserActor:
 
     __slots__ = (
         "_backoff",
+        "_delivery_retry_at",
+        "_delivery_retry_s",
         "_history",
         "_hour",
         "_hour_messages",
@@ -103,6 +106,7 @@ class UserActor:
         "_store_retry_at",
         "_store_retry_s",
         "breaker",
+        "delivery_owed",
         "deps",
         "done",
         "language",
@@ -145,6 +149,10 @@ class UserActor:
         self._owed: MemoryEvent | None = None
         self._store_retry_at = 0.0
         self._store_retry_s = 0.0
+        self.delivery_owed = False
+        """Stored replies wait for the front door (a failed send, or found at activation)."""
+        self._delivery_retry_at = 0.0
+        self._delivery_retry_s = 0.0
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -233,6 +241,8 @@ class UserActor:
         """Process envelopes until stopped or idle for longer than the idle timeout."""
         clock = self.deps.clock
         current_user.set(self.user_id)  # this task's context only
+        if self.delivery_owed:  # replies stored before a crash or an outage go out first
+            await self._deliver_owed()
         while not self._stopped():
             envelope = await self.mailbox.take(self._wait_s(clock.monotonic()))
             if self._stopped():  # a waiting envelope is stored: answered after the next start
@@ -245,6 +255,8 @@ class UserActor:
             now = clock.monotonic()
             if self._store_retry_at and now >= self._store_retry_at:
                 await self._recover_from_store()
+            elif self._delivery_retry_at and now >= self._delivery_retry_at:
+                await self._deliver_owed()
             elif self.breaker.seconds_until_probe(now) == 0.0:
                 await self._probe()
             elif now - self.last_active >= self.deps.settings.idle_timeout_s and retire(self):
@@ -254,6 +266,8 @@ class UserActor:
         waits = [self.last_active + self.deps.settings.idle_timeout_s - now]
         if self._store_retry_at:
             waits.append(self._store_retry_at - now)
+        if self._delivery_retry_at:
+            waits.append(self._delivery_retry_at - now)
         probe = self.breaker.seconds_until_probe(now)
         if probe is not None and self.phase is Phase.DEGRADED:
             waits.append(probe)
@@ -313,7 +327,10 @@ class UserActor:
             else:
                 return
         # The message stays unanswered in the store; the recovery sweep answers it later.
-        await self._deliver(owed, line("store_down", self.language, owed.id), "error")
+        try:
+            await self._deliver(owed, line("store_down", self.language, owed.id), "error")
+        except DeliveryFailed:
+            log.warning("store-down notice not delivered")
         now = self.deps.clock.monotonic()
         self.deps.observer.record(
             TurnFinished(owed.source, "error", now - envelope.accepted_at, now - self.turn_started)
@@ -411,7 +428,7 @@ class UserActor:
         self._owed = None
         if trigger is not None:
             self._fire(trigger)
-        await self._deliver(event, text, status)
+        await self._send(event, reply_id, text, status)
         now = deps.clock.monotonic()
         deps.observer.record(
             TurnFinished(
@@ -422,17 +439,74 @@ class UserActor:
             )
         )
 
-    async def _deliver(self, event: MemoryEvent, text: str, kind: ReplyKind) -> None:
-        await self.deps.sink.deliver(
-            OutgoingReply(
-                self.user_id,
-                text,
-                event.id,
-                kind,
-                event.source,
-                heard=event.content if event.source == "voice" else "",
+    async def _deliver(self, event: MemoryEvent, text: str, kind: ReplyKind) -> str:
+        """Hand a reply to `event` to the sink; its receipt.
+
+        Raises:
+            DeliveryFailed: the front door could not take it now.
+        """
+        with self.deps.tracer.start_as_current_span("sink.deliver"):
+            return await self.deps.sink.deliver(
+                OutgoingReply(
+                    self.user_id,
+                    text,
+                    event.id,
+                    kind,
+                    event.source,
+                    heard=event.content if event.source == "voice" else "",
+                )
             )
+
+    async def _send(self, event: MemoryEvent, reply_id: str, text: str, kind: ReplyKind) -> None:
+        """The outbox: the reply is stored already; send it after any older owed replies,
+        then mark it delivered. A failed send leaves it owed, retried with backoff."""
+        if self.delivery_owed:
+            await self._deliver_owed()  # includes this reply: it is owed in the store too
+            return
+        try:
+            receipt = await self._deliver(event, text, kind)
+        except DeliveryFailed:
+            self._delivery_failed()
+            return
+        await self._mark_delivered(reply_id, receipt)
+
+    async def _mark_delivered(self, reply_id: str, receipt: str) -> None:
+        try:
+            with self.deps.tracer.start_as_current_span("store.mark_delivered"):
+                await self.deps.store.mark_delivered(self.user_id, reply_id, receipt)
+        except StoreUnavailable:
+            # Sent but not marked: after a restart it would be sent once more. Nothing waits.
+            log.warning("delivered reply not marked: store unavailable")
+
+    async def _deliver_owed(self) -> None:
+        """Send every owed reply of the user, oldest first; stop at the first failure."""
+        try:
+            owed = await self.deps.store.owed_replies(self.user_id)
+        except StoreUnavailable:
+            self._delivery_failed()
+            return
+        for reply in owed:
+            # Redelivered as stored: a voice note's quote is not repeated.
+            outgoing = OutgoingReply(
+                self.user_id, reply.content, reply.reply_to, "reply", reply.source
+            )
+            try:
+                with self.deps.tracer.start_as_current_span("sink.deliver"):
+                    receipt = await self.deps.sink.deliver(outgoing)
+            except DeliveryFailed:
+                self._delivery_failed()
+                return
+            await self._mark_delivered(reply.id, receipt)
+        self.delivery_owed = False
+        self._delivery_retry_at = self._delivery_retry_s = 0.0
+
+    def _delivery_failed(self) -> None:
+        s = self.deps.settings
+        self.delivery_owed = True
+        self._delivery_retry_s = min(
+            max(self._delivery_retry_s * 2, s.store_retry_s), s.store_retry_max_s
         )
+        self._delivery_retry_at = self.deps.clock.monotonic() + self._delivery_retry_s
 
     # -- port calls, each a span -------------------------------------------------------------
 

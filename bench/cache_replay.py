@@ -75,10 +75,11 @@ class Sink:
     def __init__(self) -> None:
         self.waiting: dict[str, asyncio.Future[OutgoingReply]] = {}
 
-    async def deliver(self, reply: OutgoingReply) -> None:
+    async def deliver(self, reply: OutgoingReply) -> str:
         future = self.waiting.pop(reply.reply_to, None)
         if future is not None:
             future.set_result(reply)
+        return "bench"
 
 
 def conversations(users: int, turns: int, seed: int) -> list[list[str]]:

@@ -94,7 +94,9 @@ class MemoryEvent:
 
     `reply_to` links an assistant event to the user event it answers; a user event with no
     such answer is still owed a reply. `tokens` is counted once, when the event is made, so a
-    prompt's budget is a sum rather than a recount.
+    prompt's budget is a sum rather than a recount. `origin` names where a user message came
+    from (`tg:<update_id>`), unique per user in the store, so a message delivered twice (a
+    retried webhook, a redelivered update after a crash) is stored once; empty: no such key.
     """
 
     id: str
@@ -105,6 +107,7 @@ class MemoryEvent:
     created_at: datetime
     tokens: int
     reply_to: str = ""
+    origin: str = ""
 
 
 @dataclass(frozen=True, slots=True)

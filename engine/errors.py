@@ -7,9 +7,11 @@ ButlerError
 │   ├── LLMUnavailable        every endpoint of the chain failed (actor goes degraded)
 │   ├── TranscriberBusy       no worker free in time
 │   ├── SummaryRejected       the model's summary was empty, too long or in the wrong language
+│   ├── DeliveryFailed        the front door could not hand a reply over (it stays owed)
 │   └── ShuttingDown          the service stopped taking messages; the sender may retry
 └── PermanentError            retrying the same input fails the same way
     ├── StoreCorrupted        schema or data the store cannot read
+    ├── DuplicateMessage      a message with this origin is stored already (answered once)
     ├── LLMRejected           the server refused the request (4xx other than 408/429)
     ├── BadAudio              audio that cannot be decoded, is silent or too long
     ├── MessageTooLong        the user's message alone exceeds its prompt budget
@@ -67,6 +69,18 @@ class ShuttingDown(TransientError):
 
 class StoreCorrupted(PermanentError):
     """The store holds data it cannot interpret."""
+
+
+class DuplicateMessage(PermanentError):
+    """A user message whose `origin` is stored already: this delivery is a repeat."""
+
+    def __init__(self, event_id: str) -> None:
+        super().__init__(f"the message is stored already as {event_id}")
+        self.event_id = event_id
+
+
+class DeliveryFailed(TransientError):
+    """The front door could not hand a reply over now; it stays owed and is sent later."""
 
 
 class LLMRejected(PermanentError):

@@ -48,7 +48,14 @@ class EventStore(Protocol):
     async def append(
         self, events: Sequence[MemoryEvent], *, profile: UserProfile | None = None
     ) -> None:
-        """Durably store `events` (and create `profile` if the user has none) in one commit."""
+        """Durably store `events` (and create `profile` if the user has none) in one commit.
+
+        An event with the id of a stored one replaces it (an edit, a transcript).
+
+        Raises:
+            DuplicateMessage: a user event's `origin` is stored already under another id
+                (nothing is written): the same update delivered again.
+        """
         ...
 
     async def load_turn(self, user_id: str, *, limit: int, before: str) -> TurnContext:
@@ -57,6 +64,20 @@ class EventStore(Protocol):
 
     async def unanswered(self, user_id: str) -> list[MemoryEvent]:
         """User events with no assistant event replying to them, oldest first."""
+        ...
+
+
+class DeliveryLedger(Protocol):
+    """Which replies reached the user: a reply is stored owed, then marked delivered once the
+    front door accepted it, so replies stored before a crash are sent after the restart."""
+
+    async def owed_replies(self, user_id: str) -> list[MemoryEvent]:
+        """Assistant events of the user not yet marked delivered, oldest first."""
+        ...
+
+    async def mark_delivered(self, user_id: str, event_id: str, receipt: str) -> None:
+        """Record that the reply `event_id` was handed over; `receipt` says how (the Bot
+        API's message ids, or why it can never be delivered). Marking twice keeps the first."""
         ...
 
 
@@ -102,7 +123,7 @@ class ResponseCache(Protocol):
         ...
 
 
-class Store(ProfileStore, EventStore, CompactionStore, ResponseCache, Protocol):
+class Store(ProfileStore, EventStore, DeliveryLedger, CompactionStore, ResponseCache, Protocol):
     """Everything Butler keeps: one object per backend (SQLite, MongoDB)."""
 
     async def check(self) -> None:
@@ -212,4 +233,11 @@ class OutgoingReply:
 class ReplySink(Protocol):
     """Where replies go: Telegram, the terminal, a test."""
 
-    async def deliver(self, reply: OutgoingReply) -> None: ...
+    async def deliver(self, reply: OutgoingReply) -> str:
+        """Hand `reply` over; returns a receipt (e.g. the Bot API's message ids), or why it
+        can never be delivered (the user blocked the bot): either way it is not sent again.
+
+        Raises:
+            DeliveryFailed: not now (network, server, rate limit): the reply stays owed.
+        """
+        ...

@@ -9,7 +9,15 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 from engine.domain import Language, MemoryEvent, MemorySlice, TurnContext, UserProfile
-from engine.errors import BadAudio, LLMRejected, LLMUnavailable, StoreUnavailable, TranscriberBusy
+from engine.errors import (
+    BadAudio,
+    DeliveryFailed,
+    DuplicateMessage,
+    LLMRejected,
+    LLMUnavailable,
+    StoreUnavailable,
+    TranscriberBusy,
+)
 from engine.ports import Completion, CompletionRequest, OutgoingReply, Transcript
 
 
@@ -23,6 +31,7 @@ class MemoryStore:
         self.closed = False
         self.deleted: list[str] = []
         self.cache: dict[str, tuple[str, str, datetime]] = {}
+        self.delivered: dict[tuple[str, str], str] = {}
 
     def _check(self) -> None:
         if self.down or self.closed:
@@ -47,6 +56,8 @@ class MemoryStore:
         self._check()
         self.profiles.pop(user_id, None)
         self.events.pop(user_id, None)
+        for mark in [m for m in self.delivered if m[0] == user_id]:
+            del self.delivered[mark]
         for key in [k for k, (owner, _, _) in self.cache.items() if owner == user_id]:
             del self.cache[key]
 
@@ -54,10 +65,29 @@ class MemoryStore:
         self, events: Sequence[MemoryEvent], *, profile: UserProfile | None = None
     ) -> None:
         self._check()
+        for event in events:
+            if event.origin and event.role == "user":
+                for other in self.events.get(event.user_id, {}).values():
+                    if other.origin == event.origin and other.id != event.id:
+                        raise DuplicateMessage(other.id)
         if profile is not None:
             self.profiles.setdefault(profile.user_id, profile)
         for event in events:
             self.events.setdefault(event.user_id, {})[event.id] = event
+
+    async def owed_replies(self, user_id: str) -> list[MemoryEvent]:
+        self._check()
+        return [
+            e
+            for e in self._sorted(user_id)
+            if e.role == "assistant" and (user_id, e.id) not in self.delivered
+        ]
+
+    async def mark_delivered(self, user_id: str, event_id: str, receipt: str) -> None:
+        self._check()
+        event = self.events.get(user_id, {}).get(event_id)
+        if event is not None and event.role == "assistant":
+            self.delivered.setdefault((user_id, event_id), receipt)
 
     async def load_turn(self, user_id: str, *, limit: int, before: str) -> TurnContext:
         self._check()
@@ -174,11 +204,19 @@ class CollectingSink:
 
     def __init__(self) -> None:
         self.replies: list[OutgoingReply] = []
+        self.failing = False
+        """While set, every delivery fails as a dead Bot API would (DeliveryFailed)."""
+        self.refused = 0
         self._changed = asyncio.Event()
 
-    async def deliver(self, reply: OutgoingReply) -> None:
+    async def deliver(self, reply: OutgoingReply) -> str:
+        if self.failing:
+            self.refused += 1
+            self._changed.set()
+            raise DeliveryFailed("the collecting sink is failing")
         self.replies.append(reply)
         self._changed.set()
+        return f"collected:{len(self.replies)}"
 
     async def wait_for(self, count: int, timeout: float = 5.0) -> list[OutgoingReply]:  # noqa: ASYNC109
         async with asyncio.timeout(timeout):

@@ -23,7 +23,7 @@ from adapters.admin.server import AdminConfig, check_exposure, serve_admin
 from adapters.bootstrap.settings import Settings
 from adapters.bootstrap.wiring import DEFAULT_PORTS, App, Ports, open_app
 from adapters.observability.metrics import StoreHealthMetrics, WorkerMetrics
-from engine.errors import ConfigurationError, StoreUnavailable
+from engine.errors import ConfigurationError, DeliveryFailed, StoreUnavailable
 from engine.ports import OutgoingReply, Store
 
 if TYPE_CHECKING:
@@ -33,10 +33,12 @@ log = logging.getLogger(__name__)
 
 
 class UndeliverableSink:
-    """Where replies go when no front door runs: they are stored already; log and drop."""
+    """Where replies go when no front door runs: they stay owed in the store, and a service
+    with a token sends them later."""
 
-    async def deliver(self, reply: OutgoingReply) -> None:
+    async def deliver(self, reply: OutgoingReply) -> str:
         log.warning("reply not delivered: no Telegram front door (BUTLER_TELEGRAM_TOKEN unset)")
+        raise DeliveryFailed("no front door runs in this process")
 
 
 def stop_on_signals() -> asyncio.Event:

@@ -247,10 +247,13 @@ async def open_app(
 
 
 async def recover_owed(registry: Registry, store: Store, *, page: int = 500) -> int:
-    """Activate the actor of every user with unanswered messages; returns how many.
+    """Activate the actor of every user with unanswered messages or undelivered replies;
+    returns how many.
 
-    One pass over the profiles at start (a cheap indexed read per user), so that messages
-    accepted before a stop or crash are answered without waiting for the user to write again.
+    One pass over the profiles at start (cheap indexed reads per user), so that messages
+    accepted before a stop or crash are answered, and replies stored but not sent go out,
+    without waiting for the user to write again. Safe to interrupt at any point: the next
+    start makes the same pass over what is still owed.
     """
     woken = 0
     after = ""
@@ -258,7 +261,9 @@ async def recover_owed(registry: Registry, store: Store, *, page: int = 500) -> 
         try:
             profiles = await store.list_profiles(limit=page, after=after)
             for profile in profiles:
-                if await store.unanswered(profile.user_id) and await registry.wake(profile.user_id):
+                user_id = profile.user_id
+                owed = await store.unanswered(user_id) or await store.owed_replies(user_id)
+                if owed and await registry.wake(user_id):
                     woken += 1
         except StoreUnavailable:
             log.warning("recovery sweep stopped: store unavailable; users recover on next message")

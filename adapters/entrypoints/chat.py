@@ -40,12 +40,13 @@ class ConsoleSink:
         self._one_line = one_line
         self._waiting: dict[str, asyncio.Future[OutgoingReply]] = {}
 
-    async def deliver(self, reply: OutgoingReply) -> None:
+    async def deliver(self, reply: OutgoingReply) -> str:
         future = self._waiting.pop(reply.reply_to, None)
         if future is not None and not future.done():
             future.set_result(reply)
         else:
             self.show(reply.text)
+        return "terminal"
 
     def expect(self, event_id: str) -> asyncio.Future[OutgoingReply]:
         future: asyncio.Future[OutgoingReply] = asyncio.get_running_loop().create_future()

@@ -113,8 +113,16 @@ async def _save_profiles(store: Store, profiles: list[UserProfile]) -> None:
 
 
 async def _append(store: Store, events: list[MemoryEvent]) -> None:
+    """Store a batch; imported replies are history, never owed to the user again."""
     if events:
         await store.append(events)
+        await asyncio.gather(
+            *(
+                store.mark_delivered(e.user_id, e.id, "imported")
+                for e in events
+                if e.role == "assistant"
+            )
+        )
     events.clear()
 
 
@@ -167,6 +175,7 @@ def event_record(event: MemoryEvent) -> dict[str, Any]:
         "created_at": _time(event.created_at),
         "tokens": event.tokens,
         "reply_to": event.reply_to,
+        "origin": event.origin,
     }
 
 
@@ -204,6 +213,7 @@ def _decode(record: dict[str, Any]) -> UserProfile | MemoryEvent:
             created_at=_parse_time(record["created_at"]),
             tokens=tokens,
             reply_to=_str(record, "reply_to"),
+            origin=_str(record, "origin") if "origin" in record else "",
         )
         if not event.id or not event.user_id:
             raise ValueError("an event needs a user id and an id")

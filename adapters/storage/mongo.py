@@ -20,6 +20,7 @@ from pymongo.asynchronous.client_session import AsyncClientSession
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import (
+    BulkWriteError,
     ConnectionFailure,
     DuplicateKeyError,
     PyMongoError,
@@ -46,7 +47,7 @@ from adapters.storage.mongo_setup import (
     supports_transactions,
 )
 from engine.domain import MemoryEvent, MemorySlice, TurnContext, UserProfile
-from engine.errors import StoreCorrupted, StoreUnavailable
+from engine.errors import DuplicateMessage, StoreCorrupted, StoreUnavailable
 
 # PyMongo logs whole commands (message text included) at DEBUG; Butler's logs carry none.
 logging.getLogger("pymongo.command").setLevel(logging.INFO)
@@ -232,15 +233,49 @@ class MongoStore:
         docs = [event_doc(event) for event in events]  # checked before anything is written
         created = None if profile is None else profile_doc(profile)
         ops = [ReplaceOne({"user_id": d["user_id"], "id": d["id"]}, d, upsert=True) for d in docs]
+        keyed = [d for d in docs if d["origin"] and d["role"] == "user"]
 
         async def write(session: Session) -> None:
+            for doc in keyed:
+                await self._refuse_repeat(doc, session)
             if ops:
                 await self._events.bulk_write(ops, ordered=True, session=session)
             if created is not None:
                 await self._create_profile(created, session)
 
+        try:
+            async with self._op():
+                await self._write(write, documents=len(ops) + (created is not None))
+        except StoreCorrupted as exc:
+            if not keyed or not isinstance(exc.__cause__, DuplicateKeyError | BulkWriteError):
+                raise
+            async with self._op():  # a concurrent writer stored the same origin first
+                for doc in keyed:
+                    await self._refuse_repeat(doc, None)
+            raise
+
+    async def _refuse_repeat(self, doc: Doc, session: Session) -> None:
+        """Raise DuplicateMessage if the message's origin is stored under another id."""
+        found = await self._events.find_one(
+            {"user_id": doc["user_id"], "origin": doc["origin"]},
+            {"_id": 0, "id": 1},
+            session=session,
+        )
+        if found is not None and found.get("id") != doc["id"]:
+            raise DuplicateMessage(str(found.get("id")))
+
+    async def owed_replies(self, user_id: str) -> list[MemoryEvent]:
+        """Assistant events of the user not yet marked delivered, oldest first."""
+        query = {"user_id": user_id, "role": "assistant", "delivered": None}
         async with self._op():
-            await self._write(write, documents=len(ops) + (created is not None))
+            docs = await self._events.find(query, _NO_PROJECTION).sort("id", 1).to_list(None)
+        return [decode_event(doc) for doc in docs]
+
+    async def mark_delivered(self, user_id: str, event_id: str, receipt: str) -> None:
+        """Record the reply as handed over; a second mark keeps the first receipt."""
+        query = {"user_id": user_id, "id": event_id, "role": "assistant", "delivered": None}
+        async with self._op():
+            await self._events.update_one(query, {"$set": {"delivered": receipt}})
 
     async def _create_profile(self, doc: Doc, session: Session) -> None:
         try:

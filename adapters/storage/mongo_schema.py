@@ -14,7 +14,7 @@ from typing import Any, cast
 from engine.domain import Language, MemoryEvent, Role, Source, Tone, UserProfile
 from engine.errors import StoreCorrupted
 
-SCHEMA_VERSION = 2  # 2: llm_cache
+SCHEMA_VERSION = 3  # 2: llm_cache; 3: origin (idempotent intake), delivered (the outbox)
 PROFILES = "user_profiles"
 EVENTS = "user_memory"
 CACHE = "llm_cache"
@@ -39,6 +39,13 @@ EVENT_INDEXES: dict[str, tuple[list[tuple[str, int]], Doc]] = {
     "user_memory_by_id": ([("user_id", 1), ("id", 1)], {"unique": True}),
     "user_memory_by_time": ([("user_id", 1), ("created_at", -1)], {}),
     "user_memory_replies": ([("user_id", 1), ("role", 1), ("reply_to", 1)], {}),
+    # A user message's origin (`tg:<update_id>`) is stored once per user.
+    "user_memory_by_origin": (
+        [("user_id", 1), ("origin", 1)],
+        {"unique": True, "partialFilterExpression": {"origin": {"$gt": ""}}},
+    ),
+    # The outbox: replies not yet accepted by the front door (`delivered` null).
+    "user_memory_owed": ([("user_id", 1), ("delivered", 1), ("id", 1)], {}),
 }
 CACHE_INDEXES: dict[str, tuple[list[tuple[str, int]], Doc]] = {
     "llm_cache_by_user": ([("user_id", 1)], {}),
@@ -94,6 +101,8 @@ def event_doc(event: MemoryEvent) -> Doc:
         "created_us": micros,
         "tokens": event.tokens,
         "reply_to": event.reply_to,
+        "origin": event.origin,
+        **({"delivered": None} if event.role == "assistant" else {}),
     }
 
 
@@ -113,6 +122,7 @@ def decode_event(doc: Mapping[str, Any]) -> MemoryEvent:
             created_at=from_micros(_integer(doc["created_us"])),
             tokens=_integer(doc["tokens"]),
             reply_to=_text(doc["reply_to"]),
+            origin=_text(doc.get("origin", "")),
         )
     except (KeyError, TypeError, ValueError, OverflowError) as exc:
         raise StoreCorrupted(f"an event cannot be read: {exc!r}") from exc

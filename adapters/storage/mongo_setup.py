@@ -103,6 +103,11 @@ async def migrate(db: AsyncDatabase[Doc], *, retention_days: int) -> str:
     version = 0 if meta is None else int(meta.get("version", 0))
     if version > SCHEMA_VERSION:
         raise StoreCorrupted(f"schema version {version} is newer than {SCHEMA_VERSION}")
+    if 0 < version < 3:
+        await db[EVENTS].update_many(
+            {"role": "assistant", "delivered": {"$exists": False}},
+            {"$set": {"delivered": "before-outbox"}},
+        )
     every = ((PROFILES, PROFILE_INDEXES), (EVENTS, EVENT_INDEXES), (CACHE, CACHE_INDEXES))
     for collection, indexes in every:
         for name, (keys, options) in indexes.items():

@@ -23,7 +23,7 @@ from adapters.storage.sqlite_schema import (
 )
 from adapters.storage.sqlite_thread import DbThread
 from engine.domain import MemoryEvent, MemorySlice, TurnContext, UserProfile
-from engine.errors import StoreUnavailable
+from engine.errors import DuplicateMessage, StoreUnavailable
 
 T = TypeVar("T")
 
@@ -53,27 +53,36 @@ _LIST_PROFILES = """
     FROM user_profiles WHERE user_id > ? ORDER BY user_id LIMIT ?"""
 # The same as INSERT OR REPLACE on (user_id, id), but CHECK failures still fail.
 _UPSERT_EVENT = """
-    INSERT INTO user_memory (user_id, id, role, content, source, created_at, tokens, reply_to)
-    VALUES (?, ?, ?, ?, ?, ?, ?, ?)
+    INSERT INTO user_memory
+        (user_id, id, role, content, source, created_at, tokens, reply_to, origin)
+    VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
     ON CONFLICT (user_id, id) DO UPDATE SET role = excluded.role, content = excluded.content,
         source = excluded.source, created_at = excluded.created_at, tokens = excluded.tokens,
-        reply_to = excluded.reply_to"""
+        reply_to = excluded.reply_to, origin = excluded.origin"""
+_BY_ORIGIN = "SELECT id FROM user_memory WHERE user_id = ? AND origin = ? AND origin <> ''"
+_OWED = """
+    SELECT id, role, content, source, created_at, tokens, reply_to, origin
+    FROM user_memory WHERE user_id = ? AND role = 'assistant' AND delivered IS NULL
+    ORDER BY id"""
+_MARK_DELIVERED = """
+    UPDATE user_memory SET delivered = ?
+    WHERE user_id = ? AND id = ? AND role = 'assistant' AND delivered IS NULL"""
 _RECENT_EVENTS = """
-    SELECT id, role, content, source, created_at, tokens, reply_to
+    SELECT id, role, content, source, created_at, tokens, reply_to, origin
     FROM user_memory WHERE user_id = ? AND id < ? ORDER BY id DESC LIMIT ?"""
 _COUNT_EVENTS = "SELECT count(*) FROM user_memory WHERE user_id = ?"
 _UNANSWERED = """
-    SELECT id, role, content, source, created_at, tokens, reply_to
+    SELECT id, role, content, source, created_at, tokens, reply_to, origin
     FROM user_memory AS u
     WHERE u.user_id = ? AND u.role = 'user' AND NOT EXISTS (
         SELECT 1 FROM user_memory AS a
         WHERE a.user_id = u.user_id AND a.role = 'assistant' AND a.reply_to = u.id)
     ORDER BY u.id"""
 _EVENTS_BEFORE = """
-    SELECT id, role, content, source, created_at, tokens, reply_to
+    SELECT id, role, content, source, created_at, tokens, reply_to, origin
     FROM user_memory WHERE user_id = ? ORDER BY id DESC LIMIT -1 OFFSET ?"""
 _EVENTS_PAGE = """
-    SELECT user_id, id, role, content, source, created_at, tokens, reply_to
+    SELECT user_id, id, role, content, source, created_at, tokens, reply_to, origin
     FROM user_memory WHERE (user_id, id) > (?, ?) ORDER BY user_id, id LIMIT ?"""
 _DELETE_EVENT = "DELETE FROM user_memory WHERE user_id = ? AND id = ?"
 _PURGE = "DELETE FROM user_memory WHERE created_at < ?"
@@ -163,10 +172,23 @@ class SqliteStore:
     async def append(
         self, events: Sequence[MemoryEvent], *, profile: UserProfile | None = None
     ) -> None:
-        """Store `events` (replacing any with the same id) and create `profile` if absent."""
+        """Store `events` (replacing any with the same id) and create `profile` if absent.
+
+        Raises:
+            DuplicateMessage: a user event's origin is stored under another id already.
+        """
         rows = [event_row(event) for event in events]
         created = None if profile is None else profile_row(profile)
         await self._write(lambda conn: _append(conn, rows, created))
+
+    async def owed_replies(self, user_id: str) -> list[MemoryEvent]:
+        """Assistant events of the user not yet marked delivered, oldest first."""
+        return await self._read(lambda conn: _events(conn, _OWED, user_id, (user_id,)))
+
+    async def mark_delivered(self, user_id: str, event_id: str, receipt: str) -> None:
+        """Record the reply as handed over; a second mark keeps the first receipt."""
+        params = (receipt, user_id, event_id)
+        await self._write(lambda conn: _execute(conn, _MARK_DELIVERED, params))
 
     async def load_turn(self, user_id: str, *, limit: int, before: str) -> TurnContext:
         """The profile, the `limit` newest events with ids below `before`, and the count."""
@@ -274,6 +296,12 @@ def _turn(conn: sqlite3.Connection, user_id: str, limit: int, before: str) -> Tu
 def _append(
     conn: sqlite3.Connection, rows: Sequence[Sequence[object]], profile: Sequence[object] | None
 ) -> None:
+    for row in rows:
+        user_id, event_id, origin = row[0], row[1], row[8]
+        if origin:
+            found = conn.execute(_BY_ORIGIN, (user_id, origin)).fetchone()
+            if found is not None and found[0] != event_id:
+                raise DuplicateMessage(str(found[0]))
     if profile is not None:
         conn.execute(_CREATE_PROFILE, profile)
     conn.executemany(_UPSERT_EVENT, rows)

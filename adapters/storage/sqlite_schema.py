@@ -12,7 +12,7 @@ from typing import cast
 from engine.domain import Language, MemoryEvent, Role, Source, Tone, UserProfile
 from engine.errors import StoreCorrupted
 
-SCHEMA_VERSION = 2  # 2: llm_cache
+SCHEMA_VERSION = 3  # 2: llm_cache; 3: origin (idempotent intake), delivered (the outbox)
 BUSY_TIMEOUT_MS = 5000
 
 # Timestamps are integer microseconds since the Unix epoch, UTC: exact, compact, ordered.
@@ -41,12 +41,20 @@ _DDL = (
         source TEXT NOT NULL CHECK (source IN ('text', 'voice')),
         created_at INTEGER NOT NULL,
         tokens INTEGER NOT NULL CHECK (tokens >= 0),
-        reply_to TEXT NOT NULL
+        reply_to TEXT NOT NULL,
+        origin TEXT NOT NULL DEFAULT '',
+        delivered TEXT
     )""",
     "CREATE UNIQUE INDEX IF NOT EXISTS user_memory_by_id ON user_memory (user_id, id)",
     "CREATE INDEX IF NOT EXISTS user_memory_by_time ON user_memory (user_id, created_at)",
     """CREATE INDEX IF NOT EXISTS user_memory_replies ON user_memory (user_id, reply_to)
         WHERE role = 'assistant'""",
+    # A user message's origin (`tg:<update_id>`) is stored once per user: a repeat is refused.
+    """CREATE UNIQUE INDEX IF NOT EXISTS user_memory_by_origin ON user_memory (user_id, origin)
+        WHERE origin <> ''""",
+    # The outbox: replies stored but not yet accepted by the front door.
+    """CREATE INDEX IF NOT EXISTS user_memory_owed ON user_memory (user_id, id)
+        WHERE role = 'assistant' AND delivered IS NULL""",
     """CREATE TABLE IF NOT EXISTS llm_cache (
         key TEXT NOT NULL PRIMARY KEY,
         user_id TEXT NOT NULL CHECK (user_id <> ''),
@@ -58,8 +66,9 @@ _DDL = (
 )
 
 ProfileRow = tuple[str, str, str, str, str, str, int, int, str, int | None]
-EventRow = tuple[str, Role, str, Source, int, int, str]
-"""(id, role, content, source, created_at, tokens, reply_to); CHECKs keep role and source."""
+EventRow = tuple[str, Role, str, Source, int, int, str, str]
+"""(id, role, content, source, created_at, tokens, reply_to, origin); CHECKs keep role and
+source."""
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MICROSECOND = timedelta(microseconds=1)
@@ -87,7 +96,9 @@ def connect(path: str) -> sqlite3.Connection:
 def _migrate(conn: sqlite3.Connection) -> None:
     conn.execute("BEGIN IMMEDIATE")
     try:
-        _check_version(conn)
+        version = _check_version(conn)
+        if 0 < version < 3:
+            _add_delivery_columns(conn)
         for statement in _DDL:
             conn.execute(statement)
         conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
@@ -98,10 +109,22 @@ def _migrate(conn: sqlite3.Connection) -> None:
     conn.execute("COMMIT")
 
 
-def _check_version(conn: sqlite3.Connection) -> None:
+def _check_version(conn: sqlite3.Connection) -> int:
     (version,) = conn.execute("PRAGMA user_version").fetchone()
     if version > SCHEMA_VERSION:
         raise StoreCorrupted(f"schema version {version} is newer than {SCHEMA_VERSION}")
+    return int(version)
+
+
+def _add_delivery_columns(conn: sqlite3.Connection) -> None:
+    """Version 3: `origin` and `delivered`. Replies written before it were sent as they were
+    made (there was no outbox), so they are marked delivered rather than sent again."""
+    columns = {row[1] for row in conn.execute("PRAGMA table_info(user_memory)")}
+    if "origin" not in columns:
+        conn.execute("ALTER TABLE user_memory ADD COLUMN origin TEXT NOT NULL DEFAULT ''")
+    if "delivered" not in columns:
+        conn.execute("ALTER TABLE user_memory ADD COLUMN delivered TEXT")
+        conn.execute("UPDATE user_memory SET delivered = 'before-outbox' WHERE role = 'assistant'")
 
 
 def to_micros(moment: datetime) -> int:
@@ -115,7 +138,7 @@ def from_micros(micros: int) -> datetime:
     return _EPOCH + micros * _MICROSECOND
 
 
-def event_row(event: MemoryEvent) -> tuple[str, str, str, str, str, int, int, str]:
+def event_row(event: MemoryEvent) -> tuple[str, str, str, str, str, int, int, str, str]:
     """Parameters for the event upsert: (user_id, id) first, then the other columns."""
     return (
         event.user_id,
@@ -126,12 +149,13 @@ def event_row(event: MemoryEvent) -> tuple[str, str, str, str, str, int, int, st
         to_micros(event.created_at),
         event.tokens,
         event.reply_to,
+        event.origin,
     )
 
 
 def decode_events(user_id: str, rows: list[EventRow]) -> list[MemoryEvent]:
     """The events of `user_id` from rows of (id, role, content, source, created_at, tokens,
-    reply_to), in row order.
+    reply_to, origin), in row order.
 
     Raises:
         StoreCorrupted: a row holds values no event has.
@@ -147,6 +171,7 @@ def decode_events(user_id: str, rows: list[EventRow]) -> list[MemoryEvent]:
                 _EPOCH + row[4] * _MICROSECOND,
                 row[5],
                 row[6],
+                row[7],
             )
             for row in rows
         ]

@@ -24,7 +24,7 @@ from aiogram.types import (
     User,
 )
 
-from actors.registry import Accepted, Registry, Ticket
+from actors.registry import Accepted, Registry, Repeated, Ticket
 from adapters.telegram.intake import BoundedMap, RateLimiter
 from adapters.telegram.metrics import TelegramMetrics
 from adapters.telegram.outbound import Outbox, Typing, user_of
@@ -97,6 +97,9 @@ class FrontDoor:
     async def accepted(self, message: Message, ticket: Ticket, *, arrived: float) -> None:
         """Show typing for a stored message, or send the registry's refusal."""
         chat_id = message.chat.id
+        if isinstance(ticket, Repeated):  # stored before this delivery: answered from there
+            self.metrics.update("message", "repeated")
+            return
         if isinstance(ticket, Accepted):
             self.apologised.pop(chat_id)
             self.edits.put((chat_id, message.message_id), ticket.event_id)
@@ -182,7 +185,10 @@ class FrontDoor:
             return
         try:
             ticket = await self.registry.tell_text(
-                user_of(user.id), message.text or "", language=language_of(user.language_code)
+                user_of(user.id),
+                message.text or "",
+                language=language_of(user.language_code),
+                origin=origin_of(message),
             )
         except StoreUnavailable:
             await self.store_down(message)
@@ -210,7 +216,10 @@ class FrontDoor:
         correction = text("correction", self.language(user), text=new_text)
         try:
             ticket = await self.registry.tell_text(
-                user_id, correction, language=language_of(user.language_code)
+                user_id,
+                correction,
+                language=language_of(user.language_code),
+                origin=origin_of(edited, edit=True),
             )
         except StoreUnavailable:
             await self.store_down(edited)
@@ -256,7 +265,10 @@ class FrontDoor:
             raise
         try:
             ticket = await self.registry.tell_voice(
-                user_of(user.id), audio, language=language_of(user.language_code)
+                user_of(user.id),
+                audio,
+                language=language_of(user.language_code),
+                origin=origin_of(message),
             )
         except StoreUnavailable:
             await self.store_down(message)
@@ -280,6 +292,14 @@ class FrontDoor:
         if await self.admitted(message):
             self.metrics.update("message", "unsupported")
             await self.say(message.chat.id, "unsupported", self.language(user))
+
+
+def origin_of(message: Message, *, edit: bool = False) -> str:
+    """The store key of a message: a message id is unique in its (private) chat and the same
+    in every delivery of its update, so a redelivered or retried update is recognised."""
+    if edit:
+        return f"tg:edit:{message.message_id}:{int(message.edit_date or 0)}"
+    return f"tg:msg:{message.message_id}"
 
 
 def _sender(message: Message) -> User:

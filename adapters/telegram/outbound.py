@@ -34,6 +34,7 @@ from aiogram.utils.formatting import BlockQuote, Text
 
 from adapters.telegram.metrics import TelegramMetrics
 from adapters.telegram.split import TELEGRAM_LIMIT, split_message, utf16_len
+from engine.errors import DeliveryFailed
 from engine.ports import OutgoingReply
 
 log = logging.getLogger(__name__)
@@ -229,21 +230,38 @@ class TelegramSink:
         self._metrics = metrics
         self._quote = quote_transcript
 
-    async def deliver(self, reply: OutgoingReply) -> None:
+    async def deliver(self, reply: OutgoingReply) -> str:
+        """Send the reply (split, paced); returns the Bot API's message ids, comma-separated.
+
+        A refusal that sending again cannot change (the user blocked the bot, a bad request)
+        returns `refused:<reason>`: the reply is kept in memory and not sent again.
+
+        Raises:
+            DeliveryFailed: the Bot API could not be reached or kept failing, or asked to wait
+                longer than the outbox waits: the reply stays owed and is sent later.
+        """
         chat_id = chat_of(reply.user_id)
         if chat_id is None:
             log.warning("reply for a user outside Telegram dropped")
             self._metrics.sent("SendMessage", "no_chat")
-            return
+            return "refused:no_chat"
+        sent: list[str] = []
         try:
             for method in self.messages(chat_id, reply):
-                await self._outbox.call(chat_id, method)
+                message = await self._outbox.call(chat_id, method)
+                sent.append(str(message.message_id))
         except TelegramForbiddenError:
             log.info("a user has blocked the bot; reply kept in memory only")
+            return "refused:forbidden"
+        except (TelegramNetworkError, TelegramServerError, TelegramRetryAfter) as exc:
+            log.warning("reply not delivered yet: %s", type(exc).__name__)
+            raise DeliveryFailed(f"the Bot API failed: {type(exc).__name__}") from exc
         except TelegramAPIError as exc:
             log.error("reply not delivered: %s", type(exc).__name__)  # noqa: TRY400 - no text
+            return f"refused:{type(exc).__name__}"
         finally:
             self._typing.end(chat_id, reply.reply_to)
+        return ",".join(sent)
 
     def messages(self, chat_id: int, reply: OutgoingReply) -> list[SendMessage]:
         """The reply as Bot API calls: split to Telegram's limit, transcript quoted first."""

@@ -84,7 +84,13 @@ async def test_indexes_exist_with_their_keys_uniqueness_and_ttl(store: MongoStor
         "user_memory_by_time",
         "user_memory_replies",
         "user_memory_ttl",
+        "user_memory_by_origin",
+        "user_memory_owed",
     }
+    by_origin = memory["user_memory_by_origin"]
+    assert list(by_origin["key"].items()) == [("user_id", 1), ("origin", 1)]
+    assert by_origin["unique"] is True
+    assert by_origin["partialFilterExpression"] == {"origin": {"$gt": ""}}
     by_time = list(memory["user_memory_by_time"]["key"].items())
     assert by_time == [("user_id", 1), ("created_at", -1)]
     assert list(memory["user_memory_by_id"]["key"].items()) == [("user_id", 1), ("id", 1)]

@@ -61,18 +61,28 @@ async def test_the_file_is_in_wal_mode_with_normal_sync(
 
 async def test_tables_and_indexes_exist(store: SqliteStore, raw: sqlite3.Connection):
     memory = {row[1]: row for row in raw.execute("PRAGMA index_list('user_memory')")}
-    assert memory.keys() == {"user_memory_by_id", "user_memory_by_time", "user_memory_replies"}
+    assert memory.keys() == {
+        "user_memory_by_id",
+        "user_memory_by_time",
+        "user_memory_replies",
+        "user_memory_by_origin",
+        "user_memory_owed",
+    }
     assert memory["user_memory_by_id"][2] == 1  # unique
+    assert memory["user_memory_by_origin"][2] == 1  # unique, where an origin is given
     assert memory["user_memory_replies"][4] == 1  # partial: assistant events only
+    assert memory["user_memory_owed"][4] == 1  # partial: replies not yet delivered
     for name, columns in (
         ("user_memory_by_id", ["user_id", "id"]),
         ("user_memory_by_time", ["user_id", "created_at"]),
         ("user_memory_replies", ["user_id", "reply_to"]),
+        ("user_memory_by_origin", ["user_id", "origin"]),
+        ("user_memory_owed", ["user_id", "id"]),
     ):
         assert [row[2] for row in raw.execute(f"PRAGMA index_info('{name}')")] == columns
     profiles = list(raw.execute("PRAGMA index_list('user_profiles')"))
     assert [(row[2], row[3]) for row in profiles] == [(1, "pk")]  # unique by user_id
-    assert raw.execute("PRAGMA user_version").fetchone() == (2,)
+    assert raw.execute("PRAGMA user_version").fetchone() == (3,)
     cache = {row[1] for row in raw.execute("PRAGMA index_list('llm_cache')")}
     assert {"llm_cache_by_user", "llm_cache_by_expiry"} <= cache
 

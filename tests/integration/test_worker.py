@@ -45,7 +45,7 @@ POLICY = CompressionPolicy()  # threshold 50, keep 20
 
 
 async def seed(store: SqliteStore, user_id: str, count: int, *, age: timedelta) -> None:
-    """`count` answered events, the newest `age` old."""
+    """`count` answered events, the newest `age` old; the replies were delivered."""
     ids = EventIds()
     start = NOW - age - timedelta(seconds=count)
     events: list[MemoryEvent] = []
@@ -59,6 +59,9 @@ async def seed(store: SqliteStore, user_id: str, count: int, *, age: timedelta) 
                 MemoryEvent(key, user_id, "assistant", f"ответ {i}", "text", stamp, 3, reply_to)
             )
     await store.append(events, profile=UserProfile.new(user_id, start))
+    for event in events:
+        if event.role == "assistant":
+            await store.mark_delivered(user_id, event.id, "seeded")
 
 
 @pytest.fixture

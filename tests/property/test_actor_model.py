@@ -15,7 +15,7 @@ from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, ru
 
 from actors.deps import ActorSettings
 from actors.machine import Lifecycle
-from actors.registry import Accepted, Registry, Rejected
+from actors.registry import Accepted, Registry, Ticket
 from engine.compression import CompressionPolicy
 from engine.errors import IllegalTransition
 from engine.lifecycle import Trigger
@@ -172,7 +172,7 @@ class ActorVersusModel(RuleBasedStateMachine):
         assert self.registry is not None
         registry = self.registry
 
-        async def burst() -> list[Accepted | Rejected]:
+        async def burst() -> list[Ticket]:
             # No await here yields to the actors, so they have not started these turns when
             # the drain (a stop at that moment) begins.
             tickets = [await registry.tell_text(user, f"{user}# {text}") for _ in range(n)]

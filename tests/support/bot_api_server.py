@@ -33,6 +33,9 @@ class BotApiStandIn:
     sent: list[Delivered] = field(default_factory=list)
     offsets: list[int | None] = field(default_factory=list)
     """The `offset` of every getUpdates, in order."""
+    hold_confirmations: bool = False
+    """While set, offsets hide confirmed updates from the poller but do not drop them, as if
+    the confirmation never reached Telegram: a process started later gets them again."""
     _ids: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
     _changed: asyncio.Condition = field(default_factory=asyncio.Condition)
     _runner: web.AppRunner | None = None
@@ -123,17 +126,22 @@ class BotApiStandIn:
         offset = int(params["offset"]) if "offset" in params else None
         limit = int(params.get("limit", 100))
         timeout = float(params.get("timeout", 0))
+        floor = -1 if offset is None else offset
         async with self._changed:
             self.offsets.append(offset)
-            if offset is not None:
+            if offset is not None and not self.hold_confirmations:
                 self.pending = [u for u in self.pending if _id(u) >= offset]
             self._changed.notify_all()
-            if not self.pending and timeout > 0:
+
+            def visible() -> list[dict[str, Any]]:
+                return [u for u in self.pending if _id(u) >= floor]
+
+            if not visible() and timeout > 0:
                 # A long poll: hold the request until an update arrives or the timeout passes.
                 with contextlib.suppress(TimeoutError):
                     async with asyncio.timeout(timeout):
-                        await self._changed.wait_for(lambda: bool(self.pending))
-            return self.pending[:limit]
+                        await self._changed.wait_for(lambda: bool(visible()))
+            return visible()[:limit]
 
     async def _send_message(self, params: dict[str, Any]) -> dict[str, Any]:
         chat_id = int(params["chat_id"])
