@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import logging
 from contextlib import suppress
-from dataclasses import dataclass, replace
 from types import TracebackType
 from typing import Self
 
@@ -17,58 +16,23 @@ import anyio
 from anyio.abc import TaskGroup
 from opentelemetry import context as otel_context
 
+from actors import intake
 from actors.deps import ActorDeps
+from actors.envelope import Envelope, recovered
 from actors.history import TransitionFeed
-from actors.observe import ActorCrashed, MailboxRejected
-from actors.user_actor import Envelope, UserActor, recovered
-from engine.domain import Language, MemoryEvent, Source, UserProfile
-from engine.errors import DuplicateMessage, ShuttingDown
-from engine.lifecycle import RESTING_PHASES, Phase
-from engine.messages import Command, HandleText, HandleVoice, UserMessage
+from actors.observe import ActorCrashed
+from actors.tickets import Accepted, ActorView, Rejected, Repeated, Ticket, view_of
+from actors.user_actor import UserActor
+from engine.domain import Language, Source
+from engine.errors import ShuttingDown
+from engine.lifecycle import Phase
+from engine.messages import Command, HandleText, HandleVoice
 from engine.persona import line
 from engine.ports import Clock
 
 log = logging.getLogger(__name__)
 
-
-@dataclass(frozen=True, slots=True)
-class Accepted:
-    """The message is stored and queued; its reply will reach the sink."""
-
-    event_id: str
-
-
-@dataclass(frozen=True, slots=True)
-class Rejected:
-    """The mailbox was full; nothing was stored. `reply` is the butler's answer to send."""
-
-    reply: str
-
-
-@dataclass(frozen=True, slots=True)
-class Repeated:
-    """The message was stored before (the same update delivered again): nothing new was
-    stored or queued; `event_id` is the stored one. Confirm it and do nothing else."""
-
-    event_id: str
-
-
-Ticket = Accepted | Rejected | Repeated
-
-
-@dataclass(frozen=True, slots=True)
-class ActorView:
-    """A live actor as operators see it."""
-
-    user_id: str
-    state: str
-    mailbox_depth: int
-    turn_age_s: float | None
-    idle_s: float
-    last_transition: tuple[float, str, str, str] | None
-    transitions: int
-    messages: int = 0
-    messages_per_hour: float = 0.0
+__all__ = ["Accepted", "ActorView", "Registry", "Rejected", "Repeated", "Ticket"]
 
 
 class Registry:
@@ -119,16 +83,16 @@ class Registry:
             StoreUnavailable: the message could not be stored (nothing was accepted).
         """
         actor = await self._actor(user_id, language)
-        event = self._event(actor, text, source, origin)
-        return await self._accept(actor, HandleText(event), event, language)
+        event = intake.new_event(self._deps, actor, text, source, origin)
+        return await intake.accept(self._deps, actor, HandleText(event), event, language)
 
     async def tell_voice(
         self, user_id: str, audio: bytes, *, language: Language | None = None, origin: str = ""
     ) -> Ticket:
         """Store a voice message (its transcript is filled in later) and queue it."""
         actor = await self._actor(user_id, language)
-        event = self._event(actor, "", "voice", origin)
-        return await self._accept(actor, HandleVoice(event, audio), event, language)
+        event = intake.new_event(self._deps, actor, "", "voice", origin)
+        return await intake.accept(self._deps, actor, HandleVoice(event, audio), event, language)
 
     async def tell(self, user_id: str, command: Command) -> Ticket:
         """Queue a non-message command (compress, reset) behind the user's messages."""
@@ -172,22 +136,9 @@ class Registry:
             StoreUnavailable: the new text could not be stored (the old text is kept).
         """
         actor = self._actors.get(user_id)
-        if actor is None:
-            return None
-        old = next((e for e in actor.mailbox if _waiting_text(e, event_id)), None)
-        if old is None:
-            return None
-        assert isinstance(old.command, HandleText)
-        deps = self._deps
-        event = replace(old.command.event, content=text, tokens=deps.counter.count(text))
-        with deps.tracer.start_as_current_span("store.append"):
-            await deps.store.append([event])
-        envelope = Envelope(HandleText(event), otel_context.get_current(), old.accepted_at)
-        if not actor.mailbox.replace(lambda e: e is old, envelope):
-            # Taken while the new text was written: stored, so the turn's answer stands and
-            # the next prompt shows the edited text in the history.
-            return None
-        return Accepted(event.id)
+        return (
+            None if actor is None else await intake.edit_waiting(self._deps, actor, event_id, text)
+        )
 
     async def erase(self, user_id: str) -> None:
         """Forget a user: stop the actor, dropping what waits for it, and delete every record.
@@ -227,52 +178,6 @@ class Registry:
             return False
         await done
         return True
-
-    def _event(self, actor: UserActor, text: str, source: Source, origin: str) -> MemoryEvent:
-        deps = self._deps
-        event_id, stamp = deps.ids.next(deps.clock.now())
-        text = deps.settings.memory_text(text)  # the one entry point of user text
-        return MemoryEvent(
-            id=event_id,
-            user_id=actor.user_id,
-            role="user",
-            content=text,
-            source=source,
-            created_at=stamp,
-            tokens=deps.counter.count(text),
-            origin=origin,
-        )
-
-    async def _accept(
-        self,
-        actor: UserActor,
-        command: UserMessage,
-        event: MemoryEvent,
-        language: Language | None,
-    ) -> Ticket:
-        deps = self._deps
-        persisted: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
-        envelope = Envelope(command, otel_context.get_current(), deps.clock.monotonic(), persisted)
-        # The slot is taken before the write so mailbox order is acceptance order.
-        if not actor.mailbox.offer(envelope):
-            deps.observer.record(MailboxRejected())
-            return Rejected(line("busy", actor.language, event.id))
-        actor.note_message(envelope.accepted_at)
-        profile = None
-        if not actor.profile_known:
-            profile = UserProfile.new(actor.user_id, event.created_at, language or actor.language)
-        try:
-            with deps.tracer.start_as_current_span("store.append"):
-                await deps.store.append([event], profile=profile)
-        except DuplicateMessage as exc:
-            persisted.set_result(False)
-            return Repeated(exc.event_id)
-        except BaseException:
-            persisted.set_result(False)
-            raise
-        persisted.set_result(True)
-        actor.profile_known = True
-        return Accepted(event.id)
 
     # -- activation and passivation ----------------------------------------------------------
 
@@ -382,20 +287,7 @@ class Registry:
 
     def views(self) -> list[ActorView]:
         now = self._deps.clock.monotonic()
-        return [
-            ActorView(
-                user_id=a.user_id,
-                state=a.state,
-                mailbox_depth=len(a.mailbox),
-                turn_age_s=None if a.phase in RESTING_PHASES else now - a.turn_started,
-                idle_s=now - a.last_active,
-                last_transition=a.last_transition,
-                transitions=a.transitions,
-                messages=a.messages,
-                messages_per_hour=a.messages_per_hour(now),
-            )
-            for a in self._actors.values()
-        ]
+        return [view_of(a, now) for a in self._actors.values()]
 
     def count_by_phase(self) -> dict[Phase, int]:
         counts = dict.fromkeys(Phase, 0)
@@ -414,14 +306,3 @@ class Registry:
 
     def mailbox_depths(self) -> list[int]:
         return [len(a.mailbox) for a in self._actors.values()]
-
-
-def _waiting_text(envelope: Envelope, event_id: str) -> bool:
-    """An envelope for text message `event_id` whose store write has committed."""
-    command = envelope.command
-    persisted = envelope.persisted
-    return (
-        isinstance(command, HandleText)
-        and command.event.id == event_id
-        and (persisted is None or (persisted.done() and persisted.result()))
-    )

@@ -53,10 +53,9 @@ class CompressMemory:
 class ResetActor:
     """Leave degraded, forget the breaker and backoff (an operator's reset).
 
-    With `erase`, also delete the user's profile and every stored event (seed TL-06 reset).
+    Erasing a user (seed TL-06) is `Registry.erase`, the one erase path: the actor stops,
+    what waits for it is dropped, and every record goes, for `/forget` and the admin alike.
     """
-
-    erase: bool = False
 
 
 @dataclass(frozen=True, slots=True)

@@ -73,14 +73,16 @@ _LINES: dict[LineKind, dict[Language, tuple[str, ...]]] = {
             "Would you kindly repeat it or type it instead?",
         ),
     },
+    # The one store-down line: the message comes back by itself (Telegram delivers the
+    # update again, or it is stored and the recovery answers it), so nobody is asked to resend.
     "store_down": {
         "ru": (
-            "Прошу прощения, сэр: архив особняка временно недоступен, и я не могу надёжно "
-            "записать ваше сообщение. Будьте добры повторить его через минуту.",
+            "Тысяча извинений, сэр: архив особняка временно недоступен. Я вернусь к вашему "
+            "сообщению, как только он откроется.",
         ),
         "en": (
-            "My apologies, sir: the manor's archive is briefly unavailable and I cannot safely "
-            "note your message. Kindly send it again in a minute.",
+            "A thousand pardons, sir: the manor's archive is briefly out of reach. I shall "
+            "return to your message as soon as it opens.",
         ),
     },
 }

@@ -323,7 +323,15 @@ async def _reset(request: web.Request) -> web.Response:
     erase = body.get("erase", False)
     if not isinstance(erase, bool):
         return _error(400, "erase must be true or false")
-    failed = await _command(app, user_id, ResetActor(erase=erase), wait=True)
+    if erase:  # the one erase path, as /forget: the actor stops, then every record goes
+        try:
+            if not await _known(app, user_id):
+                return _error(404, "no such user")
+            await app.registry.erase(user_id)
+        except ButlerError as exc:  # store down, shutting down
+            return _error(503, type(exc).__name__)
+        return web.json_response({"reset": True, "erased": True, "state": "passive"})
+    failed = await _command(app, user_id, ResetActor(), wait=True)
     if failed is not None:
         return failed
     actor = app.registry.get(user_id)

@@ -101,8 +101,9 @@ async def exchange(
     with tracer.start_as_current_span("chat.message"):  # the message's trace root
         try:
             ticket = await registry.tell_text(user_id, text, language=language)
-        except StoreUnavailable:  # nothing was stored: the user is asked to send it again
+        except StoreUnavailable:  # nothing was stored, and a terminal sends nothing again
             sink.show(line("store_down", language or "ru", text))
+            print("butler: the store is unavailable; the message was not kept", file=sys.stderr)
             return
     if isinstance(ticket, Rejected):
         sink.show(ticket.reply)

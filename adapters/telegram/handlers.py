@@ -31,6 +31,7 @@ from adapters.telegram.outbound import Outbox, Typing, user_of
 from adapters.telegram.texts import TextKind, language_of, text
 from engine.domain import Language, UserProfile
 from engine.errors import StoreUnavailable
+from engine.persona import line
 from engine.ports import Clock, Store
 
 log = logging.getLogger(__name__)
@@ -112,7 +113,8 @@ class FrontDoor:
         chat_id = message.chat.id
         if self.apologised.get(chat_id) is None and message.from_user is not None:
             self.apologised.put(chat_id, True)
-            await self.say(chat_id, "store_down", self.language(message.from_user))
+            notice = line("store_down", self.language(message.from_user), str(chat_id))
+            await self.outbox.call(chat_id, _send(chat_id, notice))
 
     # -- handlers ------------------------------------------------------------------------------
 

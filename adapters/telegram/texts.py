@@ -24,7 +24,6 @@ TextKind = Literal[
     "not_allowed",
     "voice_too_big",
     "voice_too_long",
-    "store_down",
     "heard",
     "correction",
 ]
@@ -127,16 +126,6 @@ _TEXTS: dict[TextKind, dict[Language, str]] = {
         "en": (
             "The recording lasts {seconds} s and I listen to at most {limit} s. "
             "Kindly split it into parts."
-        ),
-    },
-    "store_down": {
-        "ru": (
-            "Тысяча извинений: моя записная книжка временно недоступна, и я не смог записать "
-            "ваше сообщение. Я перечитаю его, как только она найдётся."
-        ),
-        "en": (
-            "A thousand pardons: my notebook is briefly out of reach and I could not write your "
-            "message down. I shall read it again as soon as the notebook turns up."
         ),
     },
     "heard": {"ru": "Я расслышал: «{text}»", "en": "I heard: “{text}”"},

@@ -1,0 +1,171 @@
+"""The actor's calls through its ports, each one span and one observation: the turn's
+read, event writes, the prompt, and the model behind the response cache."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from datetime import timedelta
+from typing import TYPE_CHECKING
+
+from actors.observe import (
+    CacheLooked,
+    EventsStored,
+    LLMCalled,
+    ProfileAccessed,
+    PromptBuilt,
+)
+from engine.cache import cache_key
+from engine.domain import MemoryEvent, TurnContext, UserProfile
+from engine.errors import (
+    LLMRejected,
+    LLMUnavailable,
+    StoreUnavailable,
+)
+from engine.ports import Completion, CompletionRequest
+from engine.prompt import Prompt
+
+if TYPE_CHECKING:
+    from actors.user_actor import UserActor
+
+log = logging.getLogger(__name__)
+
+
+async def load(actor: UserActor, event: MemoryEvent) -> TurnContext:
+    deps = actor.deps
+    started = deps.clock.monotonic()
+    with deps.tracer.start_as_current_span("store.load_turn"):
+        context = await deps.store.load_turn(
+            actor.user_id, limit=deps.settings.recent_events, before=event.id
+        )
+    deps.observer.record(ProfileAccessed(write=False, seconds=deps.clock.monotonic() - started))
+    return context
+
+
+async def store_events(actor: UserActor, events: list[MemoryEvent]) -> None:
+    with actor.deps.tracer.start_as_current_span("store.append"):
+        await actor.deps.store.append(events)
+    actor.deps.observer.record(EventsStored(tuple(e.role for e in events)))
+
+
+def build_prompt(
+    actor: UserActor, profile: UserProfile, context: TurnContext, event: MemoryEvent
+) -> Prompt:
+    with actor.deps.tracer.start_as_current_span("prompt.build") as span:
+        prompt = actor.deps.prompts.build(
+            profile, context.memory.events, event.content, event.tokens
+        )
+        tokens = prompt.tokens
+        span.set_attributes(
+            {
+                "butler.prompt.tokens.persona": tokens.persona,
+                "butler.prompt.tokens.summary": tokens.summary,
+                "butler.prompt.tokens.memory": tokens.memory,
+                "butler.prompt.tokens.message": tokens.message,
+                "butler.prompt.events_used": prompt.events_used,
+                "butler.prompt.events_dropped": prompt.events_dropped,
+                "butler.prompt.template_version": prompt.template_version,
+            }
+        )
+    truncated = prompt.events_dropped > 0 or prompt.summary_truncated
+    actor.deps.observer.record(PromptBuilt(tokens.total, truncated))
+    return prompt
+
+
+async def complete(
+    actor: UserActor,
+    request: CompletionRequest,
+    template_version: str,
+    cache_for: UserProfile | None = None,
+) -> Completion:
+    """Ask the model; replies (`cache_for` given) go through the response cache."""
+    deps = actor.deps
+    key = ""
+    if cache_for is not None and deps.settings.cache_ttl_s > 0:
+        key = cache_key(
+            template_version=template_version,
+            model=deps.settings.model_name,
+            profile=cache_for,
+            request=request,
+        )
+        cached = await cached_answer(actor, key)
+        deps.observer.record(CacheLooked(request.purpose, hit=cached is not None))
+        if cached is not None:
+            return Completion(cached, "cache", 0, 0, 0)
+    completion = await call_model(actor, request, template_version)
+    if key:
+        await cache(actor, key, completion.text)
+    return completion
+
+
+async def cached_answer(actor: UserActor, key: str) -> str | None:
+    with actor.deps.tracer.start_as_current_span("cache.get") as span:
+        try:
+            found = await actor.deps.store.cached_answer(key, now=actor.deps.clock.now())
+        except StoreUnavailable:
+            found = None  # a cache that cannot be read is a miss
+        span.set_attribute("butler.cache.hit", found is not None)
+        return found
+
+
+async def cache(actor: UserActor, key: str, text: str) -> None:
+    deps = actor.deps
+    expires = deps.clock.now() + timedelta(seconds=deps.settings.cache_ttl_s)
+    with deps.tracer.start_as_current_span("cache.put"):
+        try:
+            await deps.store.cache_answer(key, actor.user_id, text, expires_at=expires)
+        except StoreUnavailable:
+            log.warning("answer not cached: store unavailable")
+
+
+async def call_model(
+    actor: UserActor, request: CompletionRequest, template_version: str
+) -> Completion:
+    deps = actor.deps
+    started = deps.clock.monotonic()
+    status, endpoint, usage = "ok", 0, (0, 0)
+    with deps.tracer.start_as_current_span("llm.chat") as span:
+        span.set_attributes(
+            {
+                "gen_ai.operation.name": "chat",
+                "gen_ai.request.max_tokens": request.max_tokens,
+                "gen_ai.request.temperature": request.temperature,
+                "butler.llm.purpose": request.purpose,
+                "butler.prompt.template_version": template_version,
+            }
+        )
+        try:
+            try:
+                async with asyncio.timeout(deps.settings.llm_deadline_s):
+                    completion = await deps.llm.complete(request)
+            except TimeoutError as exc:  # the whole chain, retries included, took too long
+                raise LLMUnavailable("the model chain missed its deadline") from exc
+            if request.purpose == "reply" and not completion.text.strip():
+                raise LLMUnavailable("the model answered with empty text")  # noqa: TRY301
+            endpoint = completion.endpoint
+            usage = (completion.prompt_tokens, completion.completion_tokens)
+        except LLMUnavailable:
+            status = "unavailable"
+            raise
+        except LLMRejected:
+            status = "rejected"
+            raise
+        finally:
+            deps.observer.record(
+                LLMCalled(
+                    request.purpose,
+                    status,
+                    endpoint,
+                    deps.clock.monotonic() - started,
+                    *usage,
+                )
+            )
+        span.set_attributes(
+            {
+                "gen_ai.response.model": completion.model,
+                "gen_ai.usage.input_tokens": completion.prompt_tokens,
+                "gen_ai.usage.output_tokens": completion.completion_tokens,
+                "butler.llm.endpoint": completion.endpoint,
+            }
+        )
+    return completion
