@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -35,6 +36,12 @@ class Admin:
     async def get(self, path: str) -> tuple[int, dict[str, Any]]:
         async with self.http.get(self.url + path, headers=self.auth()) as res:
             return res.status, await res.json()
+
+    async def llm_calls(self, count: int, timeout: float = 5.0) -> None:  # noqa: ASYNC109
+        """Wait until the model was asked `count` times."""
+        async with asyncio.timeout(timeout):
+            while len(self.llm.calls) < count:  # noqa: ASYNC110 - polls, with a deadline
+                await asyncio.sleep(0.001)  # noqa: TID251 - polls, with a deadline
 
     async def send(self, method: str, path: str, body: object = None) -> tuple[int, dict[str, Any]]:
         async with self.http.request(

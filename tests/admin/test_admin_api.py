@@ -157,6 +157,31 @@ async def test_reset_with_erase_deletes_profile_and_memory(admin: Admin) -> None
     assert status == 400
 
 
+async def test_erase_is_one_path_that_drops_what_waits(admin: Admin) -> None:
+    # The admin's erase is /forget's (Registry.erase): waiting messages are not answered
+    # afterwards, and nothing of the user is left, the cached answers included.
+    await talk(admin, "dave")
+    gate = asyncio.Event()
+    admin.llm.gate = gate
+    for text in ("в работе", "ждёт раз", "ждёт два"):
+        await admin.app.registry.tell_text("dave", text)
+    await admin.llm_calls(2)  # the first of the three is in hand, held at the model
+    before = len(admin.sink.replies)
+    erase = asyncio.create_task(admin.send("POST", "/admin/actors/dave/reset", {"erase": True}))
+    actor = admin.app.registry.get("dave")
+    assert actor is not None
+    async with asyncio.timeout(5):  # the erase has stopped the actor, the turn still in hand
+        while not actor.stopping:  # noqa: ASYNC110 - polls a condition, with a deadline
+            await asyncio.sleep(0.001)  # noqa: TID251 - polls a condition, with a deadline
+    gate.set()
+    status, data = await erase
+    assert (status, data) == (200, {"reset": True, "erased": True, "state": "passive"})
+    assert len(admin.sink.replies) - before <= 1  # only the turn in hand was answered
+    assert "dave" not in admin.store.profiles
+    assert not admin.store.events.get("dave")
+    assert not [k for k, (owner, _, _) in admin.store.cache.items() if owner == "dave"]
+
+
 async def test_commands_for_unknown_users_are_404(admin: Admin) -> None:
     for method, path, body in [
         ("POST", "/admin/actors/ghost/reset", None),
