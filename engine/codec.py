@@ -27,7 +27,6 @@ DecodeTime = Callable[[Any], datetime]
 _ROLES: tuple[str, ...] = get_args(Role)
 _SOURCES: tuple[str, ...] = get_args(Source)
 _INT64_MAX = 2**63 - 1  # every store keeps counts in a signed 64-bit integer
-_DECODING_ERRORS = (KeyError, TypeError, ValueError, OverflowError)
 
 
 def utc(moment: object) -> datetime:
@@ -40,7 +39,7 @@ def utc(moment: object) -> datetime:
     if not isinstance(moment, datetime):
         raise TypeError(f"expected a datetime, got {type(moment).__name__}")
     if moment.utcoffset() is None:
-        raise ValueError(f"naive datetime {moment!r}: only aware times are kept")
+        raise ValueError(f"the time {moment.isoformat()} has no UTC offset")
     return moment.astimezone(UTC)
 
 
@@ -79,26 +78,27 @@ def profile_from_dict(
     """The profile `profile_to_dict` made `data` from, checked by `UserProfile` itself.
 
     Raises:
-        InvalidProfileError: a field is missing, of the wrong type or outside its values.
+        InvalidProfileError: a field is missing, of the wrong type or outside its values; the
+            message starts with the field's name.
     """
     try:
-        updated = data["summary_updated_at"]
+        updated = _field(data, "summary_updated_at")
         return UserProfile(
-            user_id=_text(data["user_id"]),
-            language=cast(Language, _text(data["language"])),
-            persona=_text(data["persona"]),
-            tone=cast(Tone, _text(data["tone"])),
-            preferred_topics=_topics(data["preferred_topics"]),
-            memory_summary=_text(data["memory_summary"]),
-            created_at=decode_time(data["created_at"]),
-            updated_at=decode_time(data["updated_at"]),
-            summary_through=_text(data["summary_through"]),
-            summary_updated_at=None if updated is None else decode_time(updated),
+            user_id=_text(data, "user_id"),
+            language=cast(Language, _text(data, "language")),
+            persona=_text(data, "persona"),
+            tone=cast(Tone, _text(data, "tone")),
+            preferred_topics=_topics(data, "preferred_topics"),
+            memory_summary=_text(data, "memory_summary"),
+            created_at=_time(data, "created_at", decode_time),
+            updated_at=_time(data, "updated_at", decode_time),
+            summary_through=_text(data, "summary_through"),
+            summary_updated_at=None
+            if updated is None
+            else _time(data, "summary_updated_at", decode_time),
         )
-    except InvalidProfileError:
-        raise
-    except _DECODING_ERRORS as exc:
-        raise InvalidProfileError(f"a profile cannot be read: {_why(exc)}") from exc
+    except _FieldError as exc:
+        raise InvalidProfileError(str(exc)) from exc
 
 
 def event_to_dict(event: MemoryEvent, *, encode_time: EncodeTime = iso_time) -> dict[str, Any]:
@@ -121,61 +121,91 @@ def event_from_dict(
     """The event `event_to_dict` made `data` from, checked as every store checks events.
 
     Raises:
-        InvalidEventError: a field is missing, of the wrong type or outside its values.
+        InvalidEventError: a field is missing, of the wrong type or outside its values; the
+            message starts with the field's name.
     """
     try:
         event = MemoryEvent(
-            id=_text(data["id"]),
-            user_id=_text(data["user_id"]),
-            role=cast(Role, _member(data["role"], _ROLES)),
-            content=_text(data["content"]),
-            source=cast(Source, _member(data["source"], _SOURCES)),
-            created_at=decode_time(data["created_at"]),
-            tokens=_count(data["tokens"]),
-            reply_to=_text(data["reply_to"]),
+            id=_text(data, "id"),
+            user_id=_text(data, "user_id"),
+            role=cast(Role, _member(data, "role", _ROLES)),
+            content=_text(data, "content"),
+            source=cast(Source, _member(data, "source", _SOURCES)),
+            created_at=_time(data, "created_at", decode_time),
+            tokens=_count(data, "tokens"),
+            reply_to=_text(data, "reply_to"),
         )
-    except _DECODING_ERRORS as exc:
-        raise InvalidEventError(f"an event cannot be read: {_why(exc)}") from exc
+    except _FieldError as exc:
+        raise InvalidEventError(str(exc)) from exc
     if not event.id or not event.user_id:
         raise InvalidEventError("an event needs a user id and an id")
     return event
 
 
 def checked_event(event: MemoryEvent) -> MemoryEvent:
-    """`event` as a store keeps it (time in UTC), after the checks of `event_from_dict`."""
-    return event_from_dict(event_to_dict(event, encode_time=utc), decode_time=utc)
+    """`event` as a store keeps it (time in UTC), after the checks of `event_from_dict`.
+
+    Raises:
+        InvalidEventError: as `event_from_dict` does.
+    """
+    return event_from_dict(event_to_dict(event, encode_time=_same), decode_time=utc)
 
 
 def checked_profile(profile: UserProfile) -> UserProfile:
-    """`profile` as a store keeps it (times in UTC), after the checks of `profile_from_dict`."""
-    return profile_from_dict(profile_to_dict(profile, encode_time=utc), decode_time=utc)
+    """`profile` as a store keeps it (times in UTC), after the checks of `profile_from_dict`.
+
+    Raises:
+        InvalidProfileError: as `profile_from_dict` does.
+    """
+    return profile_from_dict(profile_to_dict(profile, encode_time=_same), decode_time=utc)
 
 
-def _why(exc: BaseException) -> str:
-    return f"missing field {exc}" if isinstance(exc, KeyError) else str(exc)
+def _same(moment: datetime) -> datetime:
+    return moment
 
 
-def _text(value: object) -> str:
+class _FieldError(ValueError):
+    """One field that cannot be decoded; the message starts with its name."""
+
+
+def _field(data: Mapping[str, Any], key: str) -> object:
+    if key not in data:
+        raise _FieldError(f"{key} is missing")
+    return data[key]
+
+
+def _text(data: Mapping[str, Any], key: str) -> str:
+    value = _field(data, key)
     if not isinstance(value, str):
-        raise TypeError(f"expected a string, got {type(value).__name__}")
+        raise _FieldError(f"{key} must be a string, not {type(value).__name__}")
     return value
 
 
-def _topics(value: object) -> tuple[str, ...]:
-    if not isinstance(value, list | tuple):
-        raise TypeError("preferred_topics must be a list")
-    return tuple(_text(topic) for topic in value)
+def _topics(data: Mapping[str, Any], key: str) -> tuple[str, ...]:
+    value = _field(data, key)
+    if not isinstance(value, list | tuple) or not all(isinstance(t, str) for t in value):
+        raise _FieldError(f"{key} must be a list of strings")
+    return tuple(value)
 
 
-def _member(value: object, allowed: tuple[str, ...]) -> str:
+def _member(data: Mapping[str, Any], key: str, allowed: tuple[str, ...]) -> str:
+    value = _field(data, key)
     if value not in allowed:
-        raise ValueError(f"{value!r} is not one of {allowed}")
+        raise _FieldError(f"{key} must be one of {allowed}, not {value!r}")
     return str(value)
 
 
-def _count(value: object) -> int:
-    if not isinstance(value, int) or isinstance(value, bool):
-        raise TypeError(f"expected an integer, got {type(value).__name__}")
-    if not 0 <= value <= _INT64_MAX:
-        raise ValueError(f"a token count must be 0..2**63-1, got {value}")
+def _count(data: Mapping[str, Any], key: str) -> int:
+    value = _field(data, key)
+    if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= _INT64_MAX:
+        raise _FieldError(f"{key} must be an integer in 0..2**63-1, not {value!r}")
     return value
+
+
+def _time(data: Mapping[str, Any], key: str, decode: DecodeTime) -> datetime:
+    try:
+        return decode(_field(data, key))
+    except _FieldError:
+        raise
+    except (TypeError, ValueError, OverflowError) as exc:
+        raise _FieldError(f"{key}: {exc}") from exc
