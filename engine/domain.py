@@ -28,6 +28,14 @@ class InvalidProfileError(ValueError):
     """A profile field is outside its allowed values."""
 
 
+class InvalidEventError(ValueError):
+    """An event a store must refuse: no id, an unknown role or source, a bad token count.
+
+    `MemoryEvent` does not check itself (turns build events field by field); the stores and
+    `engine.codec` do, at their edge.
+    """
+
+
 @dataclass(frozen=True, slots=True)
 class UserProfile:
     """Who the butler is talking to and how it should speak to them.

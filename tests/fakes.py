@@ -1,5 +1,6 @@
 """Small fakes behind the ports, for unit and property tests. The fakes follow the port's
-contract where the tests rely on it; input validation is the real stores' job (contract suite)."""
+contract where the tests rely on it; the memory store is the real adapter (it passes the store
+contract suite) plus the failure switch and views the tests use."""
 
 from __future__ import annotations
 
@@ -8,11 +9,11 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
-from engine.domain import Language, MemoryEvent, MemorySlice, TurnContext, UserProfile
+from adapters.storage import memory
+from engine.domain import Language, MemoryEvent, UserProfile
 from engine.errors import (
     BadAudio,
     DeliveryFailed,
-    DuplicateMessage,
     LLMRejected,
     LLMUnavailable,
     StoreUnavailable,
@@ -21,142 +22,43 @@ from engine.errors import (
 from engine.ports import Completion, CompletionRequest, OutgoingReply, Transcript
 
 
-class MemoryStore:
-    """An in-memory `Store` with a switch that makes every call fail as if the DB were down."""
+class MemoryStore(memory.MemoryStore):
+    """The in-memory adapter with what tests poke at: a `down` switch that fails every call as
+    if the DB were unreachable, the ids `apply_summary` deleted, and the data's dicts as
+    attributes (`profiles`, `events`, `cache`) to read or seed directly."""
 
     def __init__(self) -> None:
-        self.profiles: dict[str, UserProfile] = {}
-        self.events: dict[str, dict[str, MemoryEvent]] = {}
+        super().__init__()
         self.down = False
-        self.closed = False
         self.deleted: list[str] = []
-        self.cache: dict[str, tuple[str, str, datetime]] = {}
-        self.delivered: dict[tuple[str, str], str] = {}
 
-    def _check(self) -> None:
-        if self.down or self.closed:
+    @property
+    def profiles(self) -> dict[str, UserProfile]:
+        return self.data.profiles
+
+    @property
+    def events(self) -> dict[str, dict[str, MemoryEvent]]:
+        return self.data.events
+
+    @property
+    def cache(self) -> dict[str, memory.CachedAnswer]:
+        return self.data.cache
+
+    @property
+    def delivered(self) -> dict[tuple[str, str], str]:
+        return self.data.delivered
+
+    def _ensure_open(self) -> None:
+        if self.down:
             raise StoreUnavailable("memory store is down")
-
-    def _sorted(self, user_id: str) -> list[MemoryEvent]:
-        return sorted(self.events.get(user_id, {}).values(), key=lambda e: e.id)
-
-    async def get_profile(self, user_id: str) -> UserProfile | None:
-        self._check()
-        return self.profiles.get(user_id)
-
-    async def save_profile(self, profile: UserProfile) -> None:
-        self._check()
-        self.profiles[profile.user_id] = profile
-
-    async def list_profiles(self, *, limit: int, after: str = "") -> list[UserProfile]:
-        self._check()
-        return [self.profiles[k] for k in sorted(self.profiles) if k > after][:limit]
-
-    async def erase_user(self, user_id: str) -> None:
-        self._check()
-        self.profiles.pop(user_id, None)
-        self.events.pop(user_id, None)
-        for mark in [m for m in self.delivered if m[0] == user_id]:
-            del self.delivered[mark]
-        for key in [k for k, (owner, _, _) in self.cache.items() if owner == user_id]:
-            del self.cache[key]
-
-    async def append(
-        self, events: Sequence[MemoryEvent], *, profile: UserProfile | None = None
-    ) -> None:
-        self._check()
-        for event in events:
-            if event.origin and event.role == "user":
-                for other in self.events.get(event.user_id, {}).values():
-                    if other.origin == event.origin and other.id != event.id:
-                        raise DuplicateMessage(other.id)
-        if profile is not None:
-            self.profiles.setdefault(profile.user_id, profile)
-        for event in events:
-            self.events.setdefault(event.user_id, {})[event.id] = event
-
-    async def owed_replies(self, user_id: str) -> list[MemoryEvent]:
-        self._check()
-        return [
-            e
-            for e in self._sorted(user_id)
-            if e.role == "assistant" and (user_id, e.id) not in self.delivered
-        ]
-
-    async def mark_delivered(self, user_id: str, event_id: str, receipt: str) -> None:
-        self._check()
-        event = self.events.get(user_id, {}).get(event_id)
-        if event is not None and event.role == "assistant":
-            self.delivered.setdefault((user_id, event_id), receipt)
-
-    async def load_turn(self, user_id: str, *, limit: int, before: str) -> TurnContext:
-        self._check()
-        events = self._sorted(user_id)
-        older = [e for e in events if e.id < before]
-        recent = tuple(older[-limit:]) if limit else ()
-        profile = self.profiles.get(user_id)
-        summary = profile.memory_summary if profile else ""
-        return TurnContext(profile, MemorySlice(recent, summary, len(events)))
-
-    async def unanswered(self, user_id: str) -> list[MemoryEvent]:
-        self._check()
-        events = self._sorted(user_id)
-        answered = {e.reply_to for e in events if e.role == "assistant"}
-        return [e for e in events if e.role == "user" and e.id not in answered]
-
-    async def events_before(self, user_id: str, *, keep_last: int) -> list[MemoryEvent]:
-        self._check()
-        events = self._sorted(user_id)
-        return events[: max(0, len(events) - keep_last)]
+        super()._ensure_open()
 
     async def apply_summary(self, profile: UserProfile, event_ids: Sequence[str]) -> int:
-        self._check()
-        self.profiles[profile.user_id] = profile
-        bucket = self.events.get(profile.user_id, {})
-        removed = 0
-        for event_id in event_ids:
-            if bucket.pop(event_id, None) is not None:
-                removed += 1
-                self.deleted.append(event_id)
+        bucket = self.data.events.get(profile.user_id, {})
+        present = [event_id for event_id in dict.fromkeys(event_ids) if event_id in bucket]
+        removed = await super().apply_summary(profile, event_ids)
+        self.deleted += present
         return removed
-
-    async def purge_older_than(self, cutoff: datetime) -> int:
-        self._check()
-        removed = 0
-        for bucket in self.events.values():
-            for event_id in [k for k, e in bucket.items() if e.created_at < cutoff]:
-                del bucket[event_id]
-                removed += 1
-        return removed
-
-    async def users_over(self, threshold: int, *, limit: int) -> list[tuple[str, int]]:
-        self._check()
-        over = [(u, len(b)) for u, b in sorted(self.events.items()) if len(b) > threshold]
-        return over[:limit]
-
-    async def cached_answer(self, key: str, *, now: datetime) -> str | None:
-        self._check()
-        found = self.cache.get(key)
-        return found[1] if found is not None and found[2] > now else None
-
-    async def cache_answer(
-        self, key: str, user_id: str, text: str, *, expires_at: datetime
-    ) -> None:
-        self._check()
-        self.cache[key] = (user_id, text, expires_at)
-
-    async def purge_cache(self, now: datetime) -> int:
-        self._check()
-        expired = [k for k, (_, _, until) in self.cache.items() if until <= now]
-        for key in expired:
-            del self.cache[key]
-        return len(expired)
-
-    async def check(self) -> None:
-        self._check()
-
-    async def close(self) -> None:
-        self.closed = True
 
 
 Script = Callable[[CompletionRequest], str]

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict
-from datetime import datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
 from actors.history import TransitionRecord
 from actors.registry import ActorView, Registry
+from engine.codec import profile_to_dict
 from engine.domain import UserProfile
 from engine.lifecycle import INITIAL, TABLE, Phase
 from engine.ports import Clock
@@ -49,13 +49,8 @@ def actor_json(clock: Clock, v: ActorView) -> dict[str, Any]:
 
 
 def profile_json(p: UserProfile) -> dict[str, Any]:
-    data = asdict(p)
-    for key, value in data.items():
-        if isinstance(value, datetime):
-            data[key] = value.isoformat()
-        elif isinstance(value, tuple):
-            data[key] = list(value)
-    return data
+    """The profile as `engine.codec` writes it (the dump's fields, times in UTC)."""
+    return profile_to_dict(p)
 
 
 def machine_json(registry: Registry) -> dict[str, Any]:

@@ -1,9 +1,9 @@
 """Export and import of a whole store as JSON Lines, for backups and moving between stores.
 
 A dump is a header line `{"format": "butler-dump", "version": 1}` then one record per line,
-each with a `type`: `profile` or `event`. Both directions stream in pages; an import checks
-the whole file before writing anything and is idempotent (records replace those with the same
-user id, or user id and event id).
+each with a `type` (`profile` or `event`) and the fields `engine.codec` names. Both directions
+stream in pages; an import checks the whole file before writing anything and is idempotent
+(records replace those with the same user id, or user id and event id).
 """
 
 from __future__ import annotations
@@ -13,18 +13,16 @@ import json
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Protocol, TextIO, cast, get_args
+from typing import Any, Protocol, TextIO
 
-from engine.domain import Language, MemoryEvent, Role, Source, Tone, UserProfile
+from engine.codec import event_from_dict, event_to_dict, profile_from_dict, profile_to_dict
+from engine.domain import MemoryEvent, UserProfile
 from engine.ports import Store
 
 FORMAT = "butler-dump"
 VERSION = 1
 PAGE = 500
-_ROLES = get_args(Role)
-_SOURCES = get_args(Source)
 
 
 class DumpError(ValueError):
@@ -147,98 +145,20 @@ def read_dump(path: Path) -> Iterator[UserProfile | MemoryEvent]:
 
 
 def profile_record(profile: UserProfile) -> dict[str, Any]:
-    return {
-        "type": "profile",
-        "user_id": profile.user_id,
-        "language": profile.language,
-        "persona": profile.persona,
-        "tone": profile.tone,
-        "preferred_topics": list(profile.preferred_topics),
-        "memory_summary": profile.memory_summary,
-        "created_at": _time(profile.created_at),
-        "updated_at": _time(profile.updated_at),
-        "summary_through": profile.summary_through,
-        "summary_updated_at": None
-        if profile.summary_updated_at is None
-        else _time(profile.summary_updated_at),
-    }
+    return {"type": "profile", **profile_to_dict(profile)}
 
 
 def event_record(event: MemoryEvent) -> dict[str, Any]:
-    return {
-        "type": "event",
-        "user_id": event.user_id,
-        "id": event.id,
-        "role": event.role,
-        "content": event.content,
-        "source": event.source,
-        "created_at": _time(event.created_at),
-        "tokens": event.tokens,
-        "reply_to": event.reply_to,
-        "origin": event.origin,
-    }
+    return {"type": "event", **event_to_dict(event)}
 
 
 def _decode(record: dict[str, Any]) -> UserProfile | MemoryEvent:
     kind = record.get("type")
     if kind == "profile":
-        topics = record["preferred_topics"]
-        if not isinstance(topics, list):
-            raise TypeError("preferred_topics must be a list")
-        updated = record["summary_updated_at"]
-        return UserProfile(
-            user_id=_str(record, "user_id"),
-            language=cast(Language, _str(record, "language")),
-            persona=_str(record, "persona"),
-            tone=cast(Tone, _str(record, "tone")),
-            preferred_topics=tuple(_str({"topic": t}, "topic") for t in topics),
-            memory_summary=_str(record, "memory_summary"),
-            created_at=_parse_time(record["created_at"]),
-            updated_at=_parse_time(record["updated_at"]),
-            summary_through=_str(record, "summary_through"),
-            summary_updated_at=None if updated is None else _parse_time(updated),
-        )
+        return profile_from_dict(record)
     if kind == "event":
-        role, source, tokens = record["role"], record["source"], record["tokens"]
-        if role not in _ROLES or source not in _SOURCES:
-            raise ValueError(f"unknown role or source: {role!r}, {source!r}")
-        if not isinstance(tokens, int) or isinstance(tokens, bool) or tokens < 0:
-            raise ValueError(f"tokens must be a non-negative integer, got {tokens!r}")
-        event = MemoryEvent(
-            id=_str(record, "id"),
-            user_id=_str(record, "user_id"),
-            role=role,
-            content=_str(record, "content"),
-            source=source,
-            created_at=_parse_time(record["created_at"]),
-            tokens=tokens,
-            reply_to=_str(record, "reply_to"),
-            origin=_str(record, "origin") if "origin" in record else "",
-        )
-        if not event.id or not event.user_id:
-            raise ValueError("an event needs a user id and an id")
-        return event
+        return event_from_dict(record)
     raise ValueError(f"unknown record type {kind!r}")
-
-
-def _str(record: dict[str, Any], key: str) -> str:
-    value = record[key]
-    if not isinstance(value, str):
-        raise TypeError(f"{key} must be a string")
-    return value
-
-
-def _time(moment: datetime) -> str:
-    return moment.astimezone(UTC).isoformat(timespec="microseconds")
-
-
-def _parse_time(text: object) -> datetime:
-    if not isinstance(text, str):
-        raise TypeError("times must be ISO 8601 strings")
-    moment = datetime.fromisoformat(text)
-    if moment.utcoffset() is None:
-        raise ValueError(f"time {text!r} has no UTC offset")
-    return moment.astimezone(UTC)
 
 
 def _parse(line: str, number: int) -> dict[str, Any]:

@@ -1,5 +1,5 @@
-"""The MongoDB side of Butler's store: collections, indexes, schema version, and the codec
-between BSON documents and the domain's profiles and events.
+"""The MongoDB side of Butler's store: collections, indexes, schema version, and the mapping
+between BSON documents and the domain's profiles and events (fields through `engine.codec`).
 
 Times are kept as integer microseconds since the epoch (`*_us`), exact like SQLite's columns;
 events also carry `created_at` as a BSON date (milliseconds) for the TTL and time indexes.
@@ -9,9 +9,16 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
-from typing import Any, cast
+from typing import Any
 
-from engine.domain import Language, MemoryEvent, Role, Source, Tone, UserProfile
+from engine.codec import (
+    checked_event,
+    event_from_dict,
+    event_to_dict,
+    profile_from_dict,
+    profile_to_dict,
+)
+from engine.domain import InvalidEventError, InvalidProfileError, MemoryEvent, UserProfile
 from engine.errors import StoreCorrupted
 
 SCHEMA_VERSION = 3  # 2: llm_cache; 3: origin (idempotent intake), delivered (the outbox)
@@ -25,9 +32,6 @@ Doc = dict[str, Any]
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MICROSECOND = timedelta(microseconds=1)
-_ROLES = ("user", "assistant")
-_SOURCES = ("text", "voice")
-_INT64_MAX = 2**63 - 1
 
 # name -> (keys, options). `user_memory_by_id` keeps ids unique per user and serves every
 # ordered read (ids sort in creation order); `user_memory_by_time` and the TTL index are the
@@ -78,32 +82,27 @@ def bson_date(micros: int) -> datetime:
     return (_EPOCH + (micros // 1000) * timedelta(milliseconds=1)).replace(tzinfo=None)
 
 
+# The codec's time fields and the document keys that hold them in microseconds.
+_PROFILE_TIMES = {
+    "created_at": "created_us",
+    "updated_at": "updated_us",
+    "summary_updated_at": "summary_updated_us",
+}
+
+
 def event_doc(event: MemoryEvent) -> Doc:
     """The document of `event`, checked as SQLite's CHECK constraints check a row.
 
     Raises:
         StoreCorrupted: the event holds values the store refuses.
     """
-    if not event.user_id or not event.id:
-        raise StoreCorrupted("an event needs a user id and an id")
-    if event.role not in _ROLES or event.source not in _SOURCES:
-        raise StoreCorrupted(f"an event's role or source is unknown: {event.role}/{event.source}")
-    if not 0 <= event.tokens <= _INT64_MAX:
-        raise StoreCorrupted(f"an event's token count is out of range: {event.tokens}")
-    micros = to_micros(event.created_at)
-    return {
-        "user_id": event.user_id,
-        "id": event.id,
-        "role": event.role,
-        "content": event.content,
-        "source": event.source,
-        "created_at": bson_date(micros),
-        "created_us": micros,
-        "tokens": event.tokens,
-        "reply_to": event.reply_to,
-        "origin": event.origin,
-        **({"delivered": None} if event.role == "assistant" else {}),
-    }
+    try:
+        fields = event_to_dict(checked_event(event), encode_time=to_micros)
+    except InvalidEventError as exc:
+        raise StoreCorrupted(f"an event cannot be stored: {exc}") from exc
+    micros = fields.pop("created_at")
+    delivery = {"delivered": None} if event.role == "assistant" else {}  # owed until marked
+    return {**fields, "created_at": bson_date(micros), "created_us": micros, **delivery}
 
 
 def decode_event(doc: Mapping[str, Any]) -> MemoryEvent:
@@ -112,20 +111,12 @@ def decode_event(doc: Mapping[str, Any]) -> MemoryEvent:
     Raises:
         StoreCorrupted: the document is not an event this code can read.
     """
+    fields = dict(doc)
+    fields["created_at"] = fields.pop("created_us", None)
     try:
-        return MemoryEvent(
-            id=_text(doc["id"]),
-            user_id=_text(doc["user_id"]),
-            role=cast(Role, _member(doc["role"], _ROLES)),
-            content=_text(doc["content"]),
-            source=cast(Source, _member(doc["source"], _SOURCES)),
-            created_at=from_micros(_integer(doc["created_us"])),
-            tokens=_integer(doc["tokens"]),
-            reply_to=_text(doc["reply_to"]),
-            origin=_text(doc.get("origin", "")),
-        )
-    except (KeyError, TypeError, ValueError, OverflowError) as exc:
-        raise StoreCorrupted(f"an event cannot be read: {exc!r}") from exc
+        return event_from_dict(fields, decode_time=_micros_time)
+    except InvalidEventError as exc:
+        raise StoreCorrupted(f"an event cannot be read: {exc}") from exc
 
 
 def profile_doc(profile: UserProfile) -> Doc:
@@ -134,19 +125,10 @@ def profile_doc(profile: UserProfile) -> Doc:
     Raises:
         StoreCorrupted: a time is naive.
     """
-    updated = profile.summary_updated_at
-    return {
-        "user_id": profile.user_id,
-        "language": profile.language,
-        "persona": profile.persona,
-        "tone": profile.tone,
-        "preferred_topics": list(profile.preferred_topics),
-        "memory_summary": profile.memory_summary,
-        "created_us": to_micros(profile.created_at),
-        "updated_us": to_micros(profile.updated_at),
-        "summary_through": profile.summary_through,
-        "summary_updated_us": None if updated is None else to_micros(updated),
-    }
+    fields = profile_to_dict(profile, encode_time=to_micros)
+    for name, key in _PROFILE_TIMES.items():
+        fields[key] = fields.pop(name)
+    return fields
 
 
 def decode_profile(doc: Mapping[str, Any]) -> UserProfile:
@@ -155,43 +137,17 @@ def decode_profile(doc: Mapping[str, Any]) -> UserProfile:
     Raises:
         StoreCorrupted: the document holds values no valid profile has.
     """
+    fields = dict(doc)
+    for name, key in _PROFILE_TIMES.items():
+        if key in fields:
+            fields[name] = fields.pop(key)
     try:
-        updated = doc["summary_updated_us"]
-        return UserProfile(
-            user_id=_text(doc["user_id"]),
-            language=cast(Language, doc["language"]),
-            persona=_text(doc["persona"]),
-            tone=cast(Tone, doc["tone"]),
-            preferred_topics=_topics(doc["preferred_topics"]),
-            memory_summary=_text(doc["memory_summary"]),
-            created_at=from_micros(_integer(doc["created_us"])),
-            updated_at=from_micros(_integer(doc["updated_us"])),
-            summary_through=_text(doc["summary_through"]),
-            summary_updated_at=None if updated is None else from_micros(_integer(updated)),
-        )
-    except (KeyError, TypeError, ValueError, OverflowError) as exc:
-        raise StoreCorrupted(f"profile {doc.get('user_id')!r} cannot be read: {exc!r}") from exc
+        return profile_from_dict(fields, decode_time=_micros_time)
+    except InvalidProfileError as exc:
+        raise StoreCorrupted(f"profile {doc.get('user_id')!r} cannot be read: {exc}") from exc
 
 
-def _member(value: object, allowed: tuple[str, ...]) -> str:
-    if value not in allowed:
-        raise ValueError(f"{value!r} is not one of {allowed}")
-    return str(value)
-
-
-def _topics(value: object) -> tuple[str, ...]:
-    if not isinstance(value, list):
-        raise TypeError("preferred_topics is not a list")
-    return tuple(_text(topic) for topic in value)
-
-
-def _text(value: object) -> str:
-    if not isinstance(value, str):
-        raise TypeError(f"expected a string, got {type(value).__name__}")
-    return value
-
-
-def _integer(value: object) -> int:
+def _micros_time(value: object) -> datetime:
     if not isinstance(value, int) or isinstance(value, bool):
-        raise TypeError(f"expected an integer, got {type(value).__name__}")
-    return value
+        raise TypeError(f"a time is held as {type(value).__name__}, not integer microseconds")
+    return from_micros(value)

@@ -1,5 +1,5 @@
-"""The SQLite file of Butler's store: connection settings, versioned schema, and the codec
-between its rows and the domain's profiles and events.
+"""The SQLite file of Butler's store: connection settings, versioned schema, and the mapping
+between its rows and the domain's profiles (fields through `engine.codec`) and events.
 """
 
 from __future__ import annotations
@@ -9,7 +9,8 @@ import sqlite3
 from datetime import UTC, datetime, timedelta
 from typing import cast
 
-from engine.domain import Language, MemoryEvent, Role, Source, Tone, UserProfile
+from engine.codec import profile_from_dict, profile_to_dict
+from engine.domain import MemoryEvent, Role, Source, UserProfile
 from engine.errors import StoreCorrupted
 
 SCHEMA_VERSION = 3  # 2: llm_cache; 3: origin (idempotent intake), delivered (the outbox)
@@ -179,21 +180,26 @@ def decode_events(user_id: str, rows: list[EventRow]) -> list[MemoryEvent]:
         raise StoreCorrupted(f"an event cannot be read: {exc}") from exc
 
 
+_PROFILE_COLUMNS = (
+    "user_id",
+    "language",
+    "persona",
+    "tone",
+    "preferred_topics",
+    "memory_summary",
+    "created_at",
+    "updated_at",
+    "summary_through",
+    "summary_updated_at",
+)
+"""The columns of `user_profiles`, in order: the codec's field names, topics as JSON text."""
+
+
 def profile_row(profile: UserProfile) -> ProfileRow:
     """Parameters in the column order of `user_profiles`."""
-    updated = profile.summary_updated_at
-    return (
-        profile.user_id,
-        profile.language,
-        profile.persona,
-        profile.tone,
-        json.dumps(list(profile.preferred_topics), ensure_ascii=False),
-        profile.memory_summary,
-        to_micros(profile.created_at),
-        to_micros(profile.updated_at),
-        profile.summary_through,
-        None if updated is None else to_micros(updated),
-    )
+    fields = profile_to_dict(profile, encode_time=to_micros)
+    fields["preferred_topics"] = json.dumps(fields["preferred_topics"], ensure_ascii=False)
+    return cast(ProfileRow, tuple(fields[column] for column in _PROFILE_COLUMNS))
 
 
 def decode_profile(row: ProfileRow) -> UserProfile:
@@ -202,25 +208,15 @@ def decode_profile(row: ProfileRow) -> UserProfile:
     Raises:
         StoreCorrupted: the row holds values no valid profile has.
     """
+    fields: dict[str, object] = dict(zip(_PROFILE_COLUMNS, row, strict=True))
     try:
-        return UserProfile(
-            user_id=row[0],
-            language=cast(Language, row[1]),
-            persona=row[2],
-            tone=cast(Tone, row[3]),
-            preferred_topics=_topics(row[4]),
-            memory_summary=row[5],
-            created_at=from_micros(row[6]),
-            updated_at=from_micros(row[7]),
-            summary_through=row[8],
-            summary_updated_at=None if row[9] is None else from_micros(row[9]),
-        )
-    except (ValueError, TypeError, OverflowError) as exc:
+        fields["preferred_topics"] = json.loads(row[4])
+        return profile_from_dict(fields, decode_time=_micros_time)
+    except (ValueError, TypeError) as exc:
         raise StoreCorrupted(f"profile {row[0]!r} cannot be read: {exc}") from exc
 
 
-def _topics(text: str) -> tuple[str, ...]:
-    topics = json.loads(text)
-    if not isinstance(topics, list) or not all(isinstance(t, str) for t in topics):
-        raise TypeError("preferred_topics is not a list of strings")
-    return tuple(topics)
+def _micros_time(value: object) -> datetime:
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise TypeError(f"a time column holds {type(value).__name__}, not an integer")
+    return from_micros(value)

@@ -1,4 +1,5 @@
-"""Backends of the `Store` contract suite: each param opens one real store in a fresh place.
+"""Backends of the `Store` contract suite: each param opens one real store in a fresh place
+(process memory, a SQLite file, a database on a MongoDB-protocol server).
 
 A new backend joins by adding a class with `open` and `open_unreachable` and a param.
 """
@@ -17,6 +18,7 @@ from urllib.parse import urlsplit, urlunsplit
 import pytest
 from pymongo import MongoClient
 
+from adapters.storage.memory import MemoryData, MemoryStore
 from adapters.storage.mongo import MongoStore
 from adapters.storage.sqlite import SqliteStore
 from engine.ports import Store
@@ -36,6 +38,19 @@ class Backend(Protocol):
     async def open_unreachable(self) -> Store:
         """Try to open a store that cannot be reached; must raise StoreUnavailable."""
         ...
+
+
+@dataclass(frozen=True)
+class MemoryBackend:
+    """Stores in this process on one `MemoryData`, which outlives a store's close."""
+
+    data: MemoryData
+
+    async def open(self) -> Store:
+        return await MemoryStore.open(self.data)
+
+    async def open_unreachable(self) -> Store:
+        pytest.skip("an in-process store has no server or file that could be unreachable")
 
 
 @dataclass(frozen=True)
@@ -97,6 +112,7 @@ def _real_mongodb(request: pytest.FixtureRequest, tmp_path: Path) -> Backend:
 
 
 BACKENDS: dict[str, Callable[[pytest.FixtureRequest, Path], Backend]] = {
+    "memory": lambda request, tmp_path: MemoryBackend(MemoryData()),
     "sqlite": lambda request, tmp_path: SqliteBackend(tmp_path / "butler.db"),
     "mongodb-protocol": _secantus,
 }

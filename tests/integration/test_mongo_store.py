@@ -271,3 +271,50 @@ def test_transactions_are_read_from_the_hello_reply():
 )
 def test_errors_are_mapped_at_the_edge(error: Exception, mapped: type[Exception]):
     assert type(map_error(error)) is mapped
+
+
+async def test_profile_and_event_documents_keep_their_keys(store: MongoStore, raw: Any):
+    """Documents written before the shared codec still load, and saving writes the same keys."""
+    micros = (T0 - datetime(1970, 1, 1, tzinfo=UTC)) // timedelta(microseconds=1)
+    old_profile = {
+        "user_id": "old",
+        "language": "en",
+        "persona": "Jeeves",
+        "tone": "formal",
+        "preferred_topics": ["чай", "chess"],
+        "memory_summary": "кратко",
+        "created_us": micros,
+        "updated_us": micros + 1,
+        "summary_through": "00ff",
+        "summary_updated_us": None,
+    }
+    old_event = {
+        "user_id": "old",
+        "id": "00fe",
+        "role": "user",
+        "content": "Добрый вечер",
+        "source": "voice",
+        "created_at": T0.replace(tzinfo=None),
+        "created_us": micros + 7,
+        "tokens": 3,
+        "reply_to": "",
+    }
+    await raw["user_profiles"].insert_one(dict(old_profile))
+    await raw["user_memory"].insert_one(dict(old_event))
+    loaded = await store.get_profile("old")
+    assert loaded is not None
+    assert (loaded.persona, loaded.preferred_topics, loaded.summary_updated_at) == (
+        "Jeeves",
+        ("чай", "chess"),
+        None,
+    )
+    assert loaded.updated_at == T0 + timedelta(microseconds=1)
+    (event,) = await store.events_before("old", keep_last=0)
+    assert (event.content, event.source, event.tokens) == ("Добрый вечер", "voice", 3)
+    assert event.created_at == T0 + timedelta(microseconds=7)
+    await store.save_profile(replace(loaded, user_id="new"))
+    await store.append([replace(event, user_id="new")])
+    written = await raw["user_profiles"].find_one({"user_id": "new"}, {"_id": 0})
+    assert written == old_profile | {"user_id": "new"}
+    stored = await raw["user_memory"].find_one({"user_id": "new"}, {"_id": 0})
+    assert stored == old_event | {"user_id": "new"}

@@ -252,3 +252,26 @@ async def test_a_cancelled_caller_leaves_the_store_working(
     assert await store.events_before("u1", keep_last=0) == [made]
     assert reading.cancelled()
     assert not [r for r in caplog.records if r.levelname == "ERROR"]
+
+
+async def test_profile_rows_keep_their_columns(store: SqliteStore, raw: sqlite3.Connection):
+    """Rows written before the shared codec still load, and saving writes the same columns."""
+    micros = (T0 - datetime(1970, 1, 1, tzinfo=UTC)) // timedelta(microseconds=1)
+    old_row = ("old", "en", "Jeeves", "formal", '["чай", "chess"]', "кратко", micros, micros + 1)
+    raw.execute(
+        "INSERT INTO user_profiles VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        (*old_row, "00ff", micros + 2),
+    )
+    loaded = await store.get_profile("old")
+    assert loaded == replace(
+        UserProfile.new("old", T0, "en").with_summary(
+            "кратко", "00ff", T0 + timedelta(microseconds=2)
+        ),
+        persona="Jeeves",
+        tone="formal",
+        preferred_topics=("чай", "chess"),
+        updated_at=T0 + timedelta(microseconds=1),
+    )
+    await store.save_profile(replace(loaded, user_id="new"))
+    (written,) = raw.execute("SELECT * FROM user_profiles WHERE user_id = 'new'").fetchall()
+    assert written == ("new", *old_row[1:], "00ff", micros + 2)
