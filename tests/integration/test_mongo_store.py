@@ -317,4 +317,4 @@ async def test_profile_and_event_documents_keep_their_keys(store: MongoStore, ra
     written = await raw["user_profiles"].find_one({"user_id": "new"}, {"_id": 0})
     assert written == old_profile | {"user_id": "new"}
     stored = await raw["user_memory"].find_one({"user_id": "new"}, {"_id": 0})
-    assert stored == old_event | {"user_id": "new"}
+    assert stored == old_event | {"user_id": "new", "origin": ""}  # schema 3 adds the origin
