@@ -19,6 +19,7 @@ from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, pr
 from actors.deps import ActorSettings
 from actors.machine import Lifecycle
 from actors.registry import Accepted, Registry, Rejected
+from actors.tickets import Ticket
 from engine.compression import CompressionPolicy
 from engine.domain import Language
 from engine.errors import IllegalTransition, StoreUnavailable, TranscriberBusy
@@ -236,7 +237,7 @@ class ActorVersusModel(RuleBasedStateMachine):
         tags = list(range(self.tag, self.tag + len(kinds)))
         self.tag += len(kinds)
 
-        async def one(tag: int, kind: Voice) -> Accepted | Rejected | None:
+        async def one(tag: int, kind: Voice) -> Ticket | None:
             words = f"{user}# m{tag} {text}"
             try:
                 if not kind:
@@ -250,7 +251,7 @@ class ActorVersusModel(RuleBasedStateMachine):
             except StoreUnavailable:
                 return None
 
-        async def burst() -> list[Accepted | Rejected | None]:
+        async def burst() -> list[Ticket | None]:
             # No await here yields to the actors, so they have not started these turns (and
             # the drain, a stop at that moment, finds them all waiting).
             tickets = [await one(tag, kind) for tag, kind in zip(tags, kinds, strict=True)]
@@ -277,7 +278,8 @@ class ActorVersusModel(RuleBasedStateMachine):
         self.model.advance(late)
 
     @staticmethod
-    def _check_ticket(outcome: Outcome, ticket: Accepted | Rejected | None) -> None:
+    def _check_ticket(outcome: Outcome, ticket: Ticket | None) -> None:
+        assert ticket is None or isinstance(ticket, Accepted | Rejected), ticket  # no repeats
         got: Outcome = (
             "accepted"
             if isinstance(ticket, Accepted)
@@ -299,7 +301,7 @@ class ActorVersusModel(RuleBasedStateMachine):
         assert self.registry is not None
         registry = self.registry
 
-        async def tell() -> Accepted | Rejected | None:
+        async def tell() -> Ticket | None:
             try:
                 return await registry.tell(user, command)
             except StoreUnavailable:
