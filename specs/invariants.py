@@ -21,3 +21,9 @@ def fifo(accepted: Sequence[str], answered: Sequence[str]) -> bool:
 def deletions_covered(deleted_ids: Iterable[str], summary_through: str) -> list[str]:
     """Deleted event ids that the stored summary does not cover (must be empty)."""
     return [event_id for event_id in deleted_ids if event_id > summary_through]
+
+
+def overdue_probe(degraded: bool, seconds_until_probe: float | None, *, llm_up: bool) -> bool:
+    """A resting actor still degraded although its cool-down passed and the model is back
+    (must be False once the actor has waited: the probe runs without a new message)."""
+    return degraded and llm_up and seconds_until_probe == 0.0

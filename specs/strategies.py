@@ -23,8 +23,22 @@ message_texts = st.lists(st.one_of(russian_words, english_words), min_size=1, ma
 bursts = st.integers(min_value=1, max_value=6)
 """How many messages a user sends before the actor gets to run."""
 
-time_steps = st.sampled_from((0.5, 5.0, 31.0, 120.0))
-"""Clock advances: below, just past and far past the breaker cool-down."""
+voice_kinds = st.sampled_from(("", "", "", "heard", "bad", "busy"))
+"""What each message of a burst is: text (most often), or a voice note the transcriber hears,
+cannot decode, or has no slot for."""
+
+burst_kinds = st.lists(voice_kinds, min_size=1, max_size=6)
+"""A burst: the kind of each message a user sends before the actor gets to run."""
+
+edit_choices = st.one_of(st.none(), st.integers(min_value=0, max_value=5))
+"""Which message of a burst (if any, and if it is text) the user edits while it waits."""
+
+lateness = st.sampled_from((0.0, 0.0, 0.0, 31.0, 61.0))
+"""How long a burst waits before its actor takes it (past the cool-down, or not at all)."""
+
+time_steps = st.sampled_from((0.5, 1.0, 5.0, 31.0, 61.0, 120.0))
+"""Clock advances: below, just past and far past the breaker cool-down and the store retry;
+several of them pass the idle timeout (passivation)."""
 
 
 # -- PII, for the redaction properties --------------------------------------------------------

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Installs the system tools the test suites drive for real, when they are missing:
-# Debian packages (audio synthesis and encoding, promtool, headless Chromium) and the npm
-# Telegram Bot API emulator. Idempotent; tests/run.sh calls it before the suites.
+# Installs the system tools the test suites drive for real, when they are missing, on a fresh
+# Debian machine: Debian packages (venv, Node.js and npm, audio synthesis and encoding,
+# promtool, headless Chromium) and the npm Telegram Bot API emulator. Idempotent (nothing is
+# fetched when everything is there); tests/run.sh calls it before the suites.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -12,11 +13,15 @@ declare -A APT=(
   [promtool]=prometheus
   [chromium]=chromium
   [chromedriver]=chromium-driver
+  [node]=nodejs
+  [npm]=npm
 )
 missing=()
 for cmd in "${!APT[@]}"; do
   command -v "$cmd" >/dev/null 2>&1 || missing+=("${APT[$cmd]}")
 done
+# `python3 -m venv` needs ensurepip, which Debian ships apart from python3.
+python3 -c 'import ensurepip, venv' >/dev/null 2>&1 || missing+=(python3-venv)
 if ((${#missing[@]})); then
   sudo=""
   if [ "$(id -u)" -ne 0 ]; then sudo="sudo"; fi

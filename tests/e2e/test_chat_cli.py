@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 
 from engine.persona import variants
+from tests.support.ports import closed_url
 
 pytestmark = pytest.mark.slow
 
@@ -55,6 +56,8 @@ def _env(tmp_path: Path, server: LLMServer, **extra: str) -> dict[str, str]:
         BUTLER_DATA_DIR=str(tmp_path / "data"),
         BUTLER_LLM_URL=server.url,
         BUTLER_LLM_RETRIES="0",
+        # No running service may answer `butler admin` (the default address is a fixed port).
+        BUTLER_ADMIN_URL=closed_url(),
         PYTHONPATH=str(ROOT),
     )
     env.update(extra)
@@ -125,6 +128,7 @@ def admin_show(env: dict[str, str], user: str = "alice") -> dict[str, Any]:
         timeout=60,
         check=True,
     )
+    assert "no service answers" in done.stderr, "read from a running service, not the store"
     result: dict[str, Any] = json.loads(done.stdout)
     return result
 

@@ -4,22 +4,22 @@ its chat templates, and the fallback chain in front of it."""
 from __future__ import annotations
 
 import asyncio
+import importlib
 import json
 from pathlib import Path
+from types import ModuleType
+from typing import TYPE_CHECKING
 
 import pytest
 
 from adapters.llm.chain import FallbackChain
-from adapters.llm.ctranslate2_local import (
-    CHATML,
-    ChatTemplate,
-    CTranslate2ChatModel,
-    LocalModelSettings,
-)
 from adapters.llm.openai_http import LLMSettings, OpenAIChatModel
 from engine.errors import LLMUnavailable
 from engine.ports import ChatMessage, CompletionRequest
-from tests.support.local_model import require_local_model
+from tests.support.local_model import LOCAL_LLM_EXTRA, require_local_model, require_packages
+
+if TYPE_CHECKING:
+    from adapters.llm.ctranslate2_local import CTranslate2ChatModel
 from tests.support.openai_server import OpenAIServer
 
 pytestmark = [pytest.mark.anyio, pytest.mark.slow]
@@ -34,6 +34,12 @@ REQUEST = CompletionRequest(
 )
 
 
+def _ct2() -> ModuleType:
+    """The adapter, imported per test: without the extra, collection still succeeds."""
+    require_packages(LOCAL_LLM_EXTRA, install="pip install -e '.[local-llm]'")
+    return importlib.import_module("adapters.llm.ctranslate2_local")
+
+
 @pytest.fixture(scope="module")
 def model_dir() -> Path:
     return require_local_model()
@@ -41,7 +47,8 @@ def model_dir() -> Path:
 
 @pytest.fixture
 async def local(model_dir: Path):
-    model = CTranslate2ChatModel(LocalModelSettings(model_dir, threads=2))
+    ct2 = _ct2()
+    model = ct2.CTranslate2ChatModel(ct2.LocalModelSettings(model_dir, threads=2))
     yield model
     await model.close()
 
@@ -77,7 +84,8 @@ async def test_a_broken_model_directory_is_unavailable(model_dir: Path, tmp_path
     for name in ("tokenizer.json", "config.json"):
         (broken / name).write_bytes((model_dir / name).read_bytes())
     (broken / "model.bin").write_bytes(b"not a model")
-    model = CTranslate2ChatModel(LocalModelSettings(broken))
+    ct2 = _ct2()
+    model = ct2.CTranslate2ChatModel(ct2.LocalModelSettings(broken))
     assert await model.probe() is False
     with pytest.raises(LLMUnavailable, match="local model failed"):
         await model.complete(REQUEST)
@@ -116,7 +124,7 @@ def test_template_from_a_jinja_file_wins(tmp_path: Path):
         "{{ m.content }}{% endfor %}{% if add_generation_prompt %}[assistant]{% endif %}",
         tokenizer_config_dot_json=json.dumps({"bos_token": "<s>", "chat_template": "ignored"}),
     )
-    assert ChatTemplate(folder).render(MESSAGES) == "<s>[system]S[user]U[assistant]"
+    assert _ct2().ChatTemplate(folder).render(MESSAGES) == "<s>[system]S[user]U[assistant]"
 
 
 def test_template_from_tokenizer_config(tmp_path: Path):
@@ -125,18 +133,18 @@ def test_template_from_tokenizer_config(tmp_path: Path):
         tmp_path,
         tokenizer_config_dot_json=json.dumps({"eos_token": "</s>", "chat_template": template}),
     )
-    assert ChatTemplate(folder).render(MESSAGES) == "S|U|</s>"
+    assert _ct2().ChatTemplate(folder).render(MESSAGES) == "S|U|</s>"
 
 
 def test_chatml_when_the_model_ships_no_template(tmp_path: Path):
-    rendered = ChatTemplate(tmp_path).render(MESSAGES)
+    rendered = _ct2().ChatTemplate(tmp_path).render(MESSAGES)
     assert rendered == (
         "<|im_start|>system\nS<|im_end|>\n<|im_start|>user\nU<|im_end|>\n<|im_start|>assistant\n"
     )
-    assert "im_start" in CHATML
+    assert "im_start" in _ct2().CHATML
 
 
 def test_a_template_may_raise(tmp_path: Path):
     folder = _folder(tmp_path, chat_template_dot_jinja="{{ raise_exception('no system role') }}")
     with pytest.raises(Exception, match="no system role"):
-        ChatTemplate(folder).render(MESSAGES)
+        _ct2().ChatTemplate(folder).render(MESSAGES)

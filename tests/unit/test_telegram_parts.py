@@ -308,13 +308,20 @@ async def test_webhook_checks_the_secret_and_reports_transient_failures():
     assert dispatch.seen == [1, 2, 2]
 
 
+async def _until(predicate: Any, timeout: float = 5.0) -> None:  # noqa: ASYNC109
+    async with asyncio.timeout(timeout):
+        while not predicate():  # noqa: ASYNC110 - polls a condition, with a deadline
+            await asyncio.sleep(0.001)  # noqa: TID251 - polls a condition, with a deadline
+
+
 async def test_webhook_deliveries_of_one_user_never_overlap():
-    gates = {1: asyncio.Event(), 2: asyncio.Event()}
+    gates = {n: asyncio.Event() for n in (1, 2, 4)}
     running: list[int] = []
     overlaps: list[int] = []
 
     class Slow(Dispatch):
         async def feed_update(self, bot: Any, update: Update) -> None:
+            self.seen.append(update.update_id)
             if running:
                 overlaps.append(update.update_id)
             running.append(update.update_id)
@@ -322,23 +329,34 @@ async def test_webhook_deliveries_of_one_user_never_overlap():
                 await gates[update.update_id].wait()
             running.remove(update.update_id)
 
-    async def settle() -> None:
-        for _ in range(5):
-            await asyncio.sleep(0)  # noqa: TID251 - let every ready task take its step
+    def waiting(user: int) -> int:
+        return intake._locks.get(user, (None, 0))[1]
 
-    intake = Intake(ScriptedBot(), Slow(set()), metrics())  # type: ignore[arg-type]
+    dispatch = Slow(set())
+    intake = Intake(ScriptedBot(), dispatch, metrics())  # type: ignore[arg-type]
     first = asyncio.create_task(intake.handle_in_order(text_update(1, 10)))
     second = asyncio.create_task(intake.handle_in_order(text_update(2, 10)))
-    await settle()
+    await _until(lambda: running == [1] and waiting(10) == 2)  # the second waits its turn
     gates[1].set()
     await first
-    await settle()  # the second now holds the lock, stuck on its gate
+    await _until(lambda: running == [2])  # the second holds the lock, stuck on its gate
     third = asyncio.create_task(intake.handle_in_order(text_update(3, 10)))
-    await settle()
-    assert overlaps == []  # the third waits for the second
+    await _until(lambda: waiting(10) == 2)  # the third has asked for the lock
+    assert running == [2]
+    assert not third.done()  # ungated: without the lock it would have run and finished
     gates[2].set()
     assert list(await asyncio.gather(second, third)) == [True, True]
+    assert overlaps == []
+    assert dispatch.seen == [1, 2, 3]
     assert intake._locks == {}  # nothing kept once the user's deliveries are done
+
+    # The check can see an overlap: another user's delivery runs beside a stuck one.
+    stuck = asyncio.create_task(intake.handle_in_order(text_update(4, 11)))
+    await _until(lambda: running == [4])
+    assert await intake.handle_in_order(text_update(5, 12))
+    assert overlaps == [5]
+    gates[4].set()
+    assert await stuck
 
 
 async def test_a_failing_update_is_logged_without_its_text(caplog: pytest.LogCaptureFixture):

@@ -25,7 +25,7 @@ from adapters.telegram.service import Intake
 from adapters.telegram.texts import text as tg_text
 from engine.errors import StoreUnavailable
 from engine.persona import variants
-from tests.fakes import ManualClock, MemoryStore, ScriptedLLM
+from tests.fakes import FakeTranscriber, ManualClock, MemoryStore, ScriptedLLM
 from tests.support.bot_api import FakeBotAPI, fake_bot
 from tests.support.telegram_emulator import FileServer
 
@@ -82,7 +82,8 @@ async def door(tmp_path: Path) -> AsyncIterator[Door]:
     typing = Typing(outbox, metrics)
     sink = TelegramSink(outbox, typing, metrics, quote_transcript=True)
     store, llm = MemoryStore(), ScriptedLLM(script=lambda r: f"echo: {r.messages[-1].content}")
-    ports = Ports(store=store, llm=llm, clock=ManualClock())
+    # The transcriber port is filled as the app always fills it; a fake, so no model loads.
+    ports = Ports(store=store, llm=llm, clock=ManualClock(), transcriber=FakeTranscriber())
     async with open_app(settings, sink=sink, ports=ports, metrics=registry) as app:
         front = FrontDoor(
             registry=app.registry,
@@ -155,13 +156,23 @@ async def test_voice_over_twenty_megabytes_is_refused(door: Door):
     assert await door.replies(1) == [tg_text("voice_too_big", "ru", mb=20)]
 
 
-async def test_a_voice_note_is_downloaded_and_queued(door: Door):
-    door.files.files["voice/v3.oga"] = b"OggS not really audio"
-    voice = {"file_id": "v3", "file_unique_id": "v3", "duration": 3, "file_size": 21}
+async def test_a_voice_note_is_downloaded_transcribed_and_answered(door: Door):
+    door.files.files["voice/v3.oga"] = FakeTranscriber.speech("Который час?", "ru")
+    voice = {"file_id": "v3", "file_unique_id": "v3", "duration": 3, "file_size": 40}
     assert await door.send(voice=voice)
-    # No transcriber is wired in this test: the actor answers that it cannot listen.
+    replies = await door.replies(1)
+    assert replies[0].endswith("echo: Который час?"), replies  # quoted transcript, then reply
+    stored = list(door.store.events["tg:7001"].values())
+    assert (stored[0].source, stored[0].content) == ("voice", "Который час?")
+
+
+async def test_undecodable_voice_is_rejected_with_the_reason(door: Door):
+    door.files.files["voice/v4.oga"] = b"OggS not really audio"
+    voice = {"file_id": "v4", "file_unique_id": "v4", "duration": 3, "file_size": 21}
+    assert await door.send(voice=voice)
     replies = await door.replies(1)
     assert any(replies[0].startswith(v.split("{")[0]) for v in variants("voice_rejected", "ru"))
+    assert door.llm.calls == []  # nothing was heard, so the model was not asked
     stored = list(door.store.events["tg:7001"].values())
     assert stored[0].source == "voice"
 
@@ -188,8 +199,10 @@ async def test_group_chats_are_ignored(door: Door):
 
 
 async def test_forget_cancelled_keeps_everything(door: Door):
-    await door.send(text="/forget", entities=[{"type": "bot_command", "offset": 0, "length": 7}])
+    assert await door.send(text="Запомни: я люблю чай")
     await door.replies(1)
+    await door.send(text="/forget", entities=[{"type": "bot_command", "offset": 0, "length": 7}])
+    await door.replies(2)
     query = {
         "id": "q1",
         "from": {"id": USER, "is_bot": False, "first_name": "Bruce"},
@@ -206,8 +219,40 @@ async def test_forget_cancelled_keeps_everything(door: Door):
         {"update_id": 99, "callback_query": query}, context={"bot": door.bot}
     )
     assert await door.intake.handle(update)
-    assert (await door.replies(2))[1] == tg_text("forget_cancelled", "ru")
-    assert door.store.deleted == []
+    assert (await door.replies(3))[2] == tg_text("forget_cancelled", "ru")
+    assert await door.store.get_profile("tg:7001") is not None
+    kept = await door.store.load_turn("tg:7001", limit=10, before="\uffff")
+    assert kept.memory.total_events == 2  # the message and its answer
+
+
+def _forget_query(door: Door, data: str) -> Update:
+    query = {
+        "id": "q2",
+        "from": {"id": USER, "is_bot": False, "first_name": "Bruce"},
+        "chat_instance": "c",
+        "data": data,
+        "message": {"message_id": 1, "date": 0, "chat": {"id": USER, "type": "private"}},
+    }
+    return Update.model_validate(
+        {"update_id": 98, "callback_query": query}, context={"bot": door.bot}
+    )
+
+
+async def test_forget_confirmed_leaves_nothing_the_store_can_read(door: Door):
+    assert await door.send(text="Запомни: я люблю чай")
+    await door.replies(1)
+    never = datetime(2999, 1, 1, tzinfo=UTC)
+    await door.store.cache_answer("k1", "tg:7001", "cached", expires_at=never)
+    await door.store.cache_answer("k2", "tg:7002", "someone else", expires_at=never)
+    assert await door.intake.handle(_forget_query(door, "forget:yes"))
+    await door.replies(2)
+    now = datetime(2026, 1, 1, tzinfo=UTC)
+    assert await door.store.get_profile("tg:7001") is None
+    left = await door.store.load_turn("tg:7001", limit=10, before="\uffff")
+    assert (left.memory.total_events, left.memory.events) == (0, ())
+    assert await door.store.unanswered("tg:7001") == []
+    assert await door.store.cached_answer("k1", now=now) is None
+    assert await door.store.cached_answer("k2", now=now) == "someone else"  # others keep theirs
 
 
 async def test_start_creates_the_profile_in_the_users_language(door: Door):
