@@ -337,9 +337,9 @@ async def test_every_operation_after_close_is_unavailable(backend: Backend, even
             await call
 
 
-async def test_an_unreachable_store_is_unavailable(backend: Backend):
+async def test_an_unreachable_store_is_unavailable(remote_backend: Backend):
     with pytest.raises(StoreUnavailable):
-        await backend.open_unreachable()
+        await remote_backend.open_unreachable()
 
 
 # The response cache
