@@ -81,8 +81,13 @@ async def compress_once(actor: UserActor, profile: UserProfile) -> int:
     deps = actor.deps
     policy = deps.policy
     candidates = await deps.store.events_before(actor.user_id, keep_last=policy.keep_last)
-    pending = [e.event_id for e in actor.mailbox if e.event_id]
-    selection = compression.select(candidates, profile, stop_before=min(pending, default=""))
+    # Never past what is still owed: a message waiting in the mailbox, one stored but not in
+    # it (skipped while the store was down, answered by the recovery), or a reply not yet
+    # delivered (the outbox sends it from the store).
+    owed = [e.event_id for e in actor.mailbox if e.event_id]
+    owed += [e.id for e in await deps.store.unanswered(actor.user_id)]
+    owed += [e.id for e in await deps.store.owed_replies(actor.user_id)]
+    selection = compression.select(candidates, profile, stop_before=min(owed, default=""))
     if not selection.to_summarise:
         if not selection.covered:
             return 0

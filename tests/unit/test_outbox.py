@@ -16,7 +16,9 @@ import pytest
 from actors.deps import ActorDeps, ActorSettings
 from actors.registry import Accepted, Registry, Repeated
 from adapters.bootstrap.clock import SystemClock
+from engine.compression import CompressionPolicy
 from engine.domain import EventIds, MemoryEvent
+from engine.messages import CompressMemory
 from tests.fakes import CollectingSink, MemoryStore, ScriptedLLM
 from tests.helpers import make_deps
 
@@ -122,3 +124,20 @@ async def test_waking_a_user_sends_owed_replies_without_a_new_message():
         await _until(lambda: store.delivered)
     assert (reply.text, reply.reply_to) == ("ответ", asked_id)
     assert await store.owed_replies("u") == []
+
+
+async def test_compression_never_folds_a_reply_not_yet_delivered():
+    store, sink = MemoryStore(), CollectingSink()
+    sink.failing = True
+    deps = _deps(store, sink, store_retry_s=0.01)
+    async with Registry(deps) as registry:
+        for i in range(3):
+            await registry.tell_text("u", f"сообщение {i}")
+        await _until(lambda: len(store.events["u"]) == 6)  # three answers, all owed
+        object.__setattr__(deps, "policy", CompressionPolicy(threshold=4, keep_last=2))
+        _, done = await registry.ask("u", CompressMemory())
+        assert await done is None
+        assert len(await store.owed_replies("u")) == 3  # none summarised away
+        sink.failing = False
+        await sink.wait_for(3)
+    assert len(sink.replies) == 3
