@@ -19,7 +19,7 @@ from engine.redact import redact
 
 @dataclass(frozen=True, slots=True)
 class ActorSettings:
-    """Tunables of actors and the registry (environment variables in the README)."""
+    """Tunables of actors and the registry (environment variables in docs/configuration.md)."""
 
     mailbox_capacity: int = 32
     recent_events: int = 20

