@@ -131,7 +131,7 @@ def local_model(raw: str) -> str:
     if not (folder / "model.bin").is_file() or not (folder / "tokenizer.json").is_file():
         raise ValueError(
             f"{folder} is not a CTranslate2 model directory "
-            "(model.bin and tokenizer.json expected; see the README on converting a model)"
+            "(model.bin and tokenizer.json expected; see docs/operations.md on converting a model)"
         )
     if importlib.util.find_spec("ctranslate2") is None:
         raise ValueError(

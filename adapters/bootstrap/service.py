@@ -100,7 +100,7 @@ async def serve(
     stop = stop if stop is not None else stop_on_signals()
     metrics = CollectorRegistry()
     if settings.telegram.token:
-        from adapters.telegram.service import connect, serve_updates  # aiogram: ~1 s to import
+        from adapters.telegram.service import connect, serve_updates  # aiogram: seconds to import
 
         # The bot is left last: replies of the drained actors still go out through it.
         async with (
