@@ -4,11 +4,27 @@ from __future__ import annotations
 
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 
 import pytest
 
 from tests.e2e.test_chat_cli import ROOT, LLMServer
+from tests.support.bot_api_server import BotApiStandIn
+from tests.support.openai_server import OpenAIServer
+
+
+@pytest.fixture
+async def api() -> AsyncIterator[BotApiStandIn]:
+    """A Bot API stand-in that keeps updates until an offset confirms them."""
+    async with BotApiStandIn() as server:
+        yield server
+
+
+@pytest.fixture
+async def llm() -> AsyncIterator[OpenAIServer]:
+    """An OpenAI-style model server in this process (its mode set by the test)."""
+    async with OpenAIServer() as server:
+        yield server
 
 
 @pytest.fixture

@@ -32,18 +32,6 @@ pytestmark = [pytest.mark.anyio, pytest.mark.slow]
 FIRST_USER = 5_000_000
 
 
-@pytest.fixture
-async def api() -> AsyncIterator[BotApiStandIn]:
-    async with BotApiStandIn() as server:
-        yield server
-
-
-@pytest.fixture
-async def llm() -> AsyncIterator[OpenAIServer]:
-    async with OpenAIServer() as server:
-        yield server
-
-
 def _env(api: BotApiStandIn, llm: OpenAIServer, data: Path) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("BUTLER_", "OTEL_"))}
     return env | {

@@ -30,18 +30,6 @@ ADMIN_TOKEN = "faults-admin-token"
 POLL_S = 1
 
 
-@pytest.fixture
-async def api() -> AsyncIterator[BotApiStandIn]:
-    async with BotApiStandIn() as server:
-        yield server
-
-
-@pytest.fixture
-async def llm() -> AsyncIterator[OpenAIServer]:
-    async with OpenAIServer() as server:
-        yield server
-
-
 @dataclass
 class Service:
     proc: asyncio.subprocess.Process
