@@ -4,13 +4,14 @@ envelopes made again for messages found unanswered in the store."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from opentelemetry.context import Context
 
 from engine.domain import MemoryEvent
+from engine.errors import ShuttingDown
 from engine.messages import Command, HandleText, HandleVoice, UserMessage
 
 if TYPE_CHECKING:
@@ -50,3 +51,23 @@ def recovered(event: MemoryEvent, now: float) -> Envelope:
     else:
         command = HandleText(event)
     return Envelope(command, None, now)
+
+
+def abandon(envelopes: Iterable[Envelope]) -> None:
+    """Tell whoever waits on one of `envelopes` that its actor stopped before handling it.
+
+    Their `ask` raises `ShuttingDown`; messages stay stored and are answered after the next
+    start (or erased with the user).
+    """
+    for envelope in envelopes:
+        done = envelope.done
+        if done is not None and not done.done():
+            done.set_exception(ShuttingDown("the actor stopped before handling the command"))
+            done.exception()  # retrieved: a waiter that gave up leaves no warning behind
+
+
+async def settled(envelopes: Iterable[Envelope]) -> None:
+    """Wait until the store write of each of `envelopes` has finished, whichever way."""
+    for envelope in list(envelopes):
+        if envelope.persisted is not None:
+            await envelope.persisted

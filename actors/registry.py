@@ -18,7 +18,7 @@ from opentelemetry import context as otel_context
 
 from actors import intake
 from actors.deps import ActorDeps
-from actors.envelope import Envelope, recovered
+from actors.envelope import Envelope, abandon, recovered, settled
 from actors.history import TransitionFeed
 from actors.observe import ActorCrashed
 from actors.tickets import Accepted, ActorView, Rejected, Repeated, Ticket, view_of
@@ -143,7 +143,12 @@ class Registry:
     async def erase(self, user_id: str) -> None:
         """Forget a user: stop the actor, dropping what waits for it, and delete every record.
 
+        The one erase path (`/forget` and the admin's reset with erase). The turn in hand is
+        finished; nothing else waiting is answered, and whoever `ask`ed gets `ShuttingDown`.
         Messages that arrive meanwhile wait for the erase to finish, then start afresh.
+
+        Raises:
+            StoreUnavailable: nothing was deleted; what waited is answered on the next start.
         """
         while (gate := self._erasing.get(user_id)) is not None:
             await gate.wait()
@@ -158,6 +163,7 @@ class Registry:
             if actor is not None:
                 actor.stop()
                 await actor.done.wait()
+                await settled(actor.mailbox)  # no message accepted before lands after it
             with self._deps.tracer.start_as_current_span("store.erase_user"):
                 await self._deps.store.erase_user(user_id)
         finally:
@@ -242,6 +248,7 @@ class Registry:
             self._deps.observer.record(ActorCrashed())
         finally:
             self._forget(actor)
+            abandon(actor.mailbox)
             actor.done.set()
         if crashed and len(actor.mailbox) and not self._closing:
             # Its messages are stored; a fresh actor recovers them from the store.

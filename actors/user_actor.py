@@ -170,7 +170,8 @@ class UserActor:
         return self.stopping  # a call, so type narrowing does not outlive an await
 
     def stop(self) -> None:
-        """Finish the envelope in hand, then exit; waiting messages stay stored, unanswered."""
+        """Finish the envelope in hand, then exit; waiting messages stay stored, unanswered,
+        and stay in the mailbox for the registry to settle (`envelope.abandon`)."""
         self.stopping = True
         self.mailbox.wake()
 
@@ -182,7 +183,9 @@ class UserActor:
             await outbox.deliver_owed(self)
         while not self.stopped():
             envelope = await self.mailbox.take(self.wait_s(clock.monotonic()))
-            if self.stopped():  # a waiting envelope is stored: answered after the next start
+            if self.stopped():
+                if envelope is not None:  # back in line: its store write may still be running
+                    self.mailbox.push_front(envelope)
                 return
             if envelope is not None:
                 await self.handle(envelope)
