@@ -24,6 +24,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 
 from actors.history import SubscriptionDropped
 from actors.registry import Registry, Rejected
+from adapters.admin.client import ADMIN_HEADER
 from adapters.admin.views import actor_json, machine_json, profile_json, transition_json
 from engine.domain import InvalidProfileError
 from engine.errors import ButlerError, ConfigurationError, StoreUnavailable
@@ -108,6 +109,11 @@ def _auth(token: str) -> Middleware:
     return middleware
 
 
+async def _stamp(request: web.Request, response: web.StreamResponse) -> None:
+    """On every answer, so a client can tell Butler's admin API from another server's JSON."""
+    response.headers[ADMIN_HEADER] = "1"
+
+
 def _error(status: int, message: str) -> web.Response:
     return web.json_response({"error": message}, status=status)
 
@@ -117,6 +123,7 @@ def build_app(app: AdminBackend, config: AdminConfig) -> web.Application:
     web_app = web.Application(middlewares=[_auth(config.token)])  # type: ignore[list-item]
     web_app[_APP] = app
     web_app[_STREAMS] = set()
+    web_app.on_response_prepare.append(_stamp)
     r = web_app.router
     r.add_get("/healthz", _healthz)
     r.add_get("/readyz", _readyz)

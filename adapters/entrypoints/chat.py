@@ -32,6 +32,17 @@ NO_LLM_HINT = (
 )
 
 
+def no_llm_hint(llm: object, settings: Settings) -> str:
+    """Why replies will be canned: a refused key names its setting, else how to start one."""
+    problem = getattr(llm, "problem", None)
+    if isinstance(problem, str) and problem:
+        return (
+            f"butler: the language model at {settings.llm_urls[0]} refused us ({problem});"
+            " replies are canned (degraded) until it answers."
+        )
+    return NO_LLM_HINT.format(urls=", ".join(settings.llm_urls))
+
+
 class ConsoleSink:
     """Hands replies to whoever waits for them; prints the others as they come."""
 
@@ -76,7 +87,7 @@ async def chat(
     sink = ConsoleSink(out, one_line=not interactive)
     async with open_app(settings, sink=sink) as app:
         if not await app.llm.probe():
-            print(NO_LLM_HINT.format(urls=", ".join(settings.llm_urls)), file=sys.stderr)
+            print(no_llm_hint(app.llm, settings), file=sys.stderr)
         while True:
             if interactive:
                 print("> ", end="", file=out, flush=True)

@@ -83,6 +83,9 @@ async def test_candidates_are_users_over_the_threshold_and_idle_users_with_histo
     ]
 
 
+STAMP = {"X-Butler-Admin": "1"}  # what Butler's admin server puts on every answer
+
+
 @dataclass
 class AdminStub:
     """What the service's admin route is expected to do: 202 for an authorised request."""
@@ -95,8 +98,8 @@ class AdminStub:
         auth = request.headers.get("Authorization", "")
         self.seen.append((request.match_info["user_id"], request.query.get("eager", ""), auth))
         if auth != f"Bearer {self.token}":
-            return web.json_response({"error": "unauthorised"}, status=401)
-        return web.json_response({"queued": True}, status=self.status)
+            return web.json_response({"error": "unauthorised"}, status=401, headers=STAMP)
+        return web.json_response({"queued": True}, status=self.status, headers=STAMP)
 
 
 @pytest.fixture
