@@ -218,11 +218,11 @@ def test_metrics_count_runs_failures_and_carry_over_a_textfile(tmp_path: Path):
     r = second.registry
     assert _value(r, "personalized_memory_worker_runs_total") == 4
     assert _value(r, "personalized_memory_worker_errors_total") == 3
-    assert _value(r, "personalized_memory_worker_consecutive_failures") == 3
-    assert _value(r, "personalized_memory_worker_last_success_timestamp_seconds") == 1000.0
-    assert _value(r, "personalized_memory_worker_requests_total") == 3
+    assert _value(r, "butler_memory_worker_consecutive_failures") == 3
+    assert _value(r, "butler_memory_worker_last_success_timestamp_seconds") == 1000.0
+    assert _value(r, "butler_memory_worker_requests_total") == 3
     second.record(RunReport(1, 1, 0), now=1400.0)
-    assert _value(r, "personalized_memory_worker_consecutive_failures") == 0
+    assert _value(r, "butler_memory_worker_consecutive_failures") == 0
     WorkerMetrics(CollectorRegistry()).restore(tmp_path / "missing.prom")  # first run: no file
 
 
@@ -329,8 +329,8 @@ async def test_in_process_worker_compresses_through_the_service_registry(store):
             )
         finally:
             await worker_task.stop()
-    assert _value(registry_metrics, "personalized_memory_worker_requests_total") == 2
-    assert _value(registry_metrics, "personalized_memory_worker_consecutive_failures") == 0
+    assert _value(registry_metrics, "butler_memory_worker_requests_total") == 2
+    assert _value(registry_metrics, "butler_memory_worker_consecutive_failures") == 0
     counts = {
         u: (await store.load_turn(u, limit=0, before="\uffff")).memory.total_events
         for u in ("busy", "idle", "recent", "small")
