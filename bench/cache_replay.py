@@ -134,8 +134,8 @@ async def main(args: argparse.Namespace) -> None:
                 asked = args.users * args.turns
                 per_pass.append(round(1 - (model.calls - before) / asked, 4))
         await store.close()
-    hits = metrics.get_sample_value("personalized_llm_cache_hits_total", {"purpose": "reply"})
-    misses = metrics.get_sample_value("personalized_llm_cache_misses_total", {"purpose": "reply"})
+    hits = metrics.get_sample_value("butler_llm_cache_hits_total", {"purpose": "reply"})
+    misses = metrics.get_sample_value("butler_llm_cache_misses_total", {"purpose": "reply"})
     first = [lines[0] for lines in sets]
     print(
         json.dumps(

@@ -8,9 +8,12 @@ in-process zero-latency model behind the LanguageModel port, so the numbers are 
 door's and the engine's own, not a model's.
 
 Printed (one JSON line): p50/p90/p99/max milliseconds from update enqueue to typing, and to
-the reply, for `--messages` updates from `--users` users; the target for typing is <= 100 ms.
+the reply, for `--messages` updates from `--users` users; the target for typing is <= 100 ms;
+and how many `sendMessage` and `sendChatAction` calls the bot made (chat actions per reply).
 
     .venv/bin/python -m bench.telegram_bench [--messages 300] [--users 30] [--burst 1]
+        [--model-ms 0]   (a model latency makes typing refresh while replies are owed)
+        [--actions-fail 0]   (e.g. 500: a Bot API server that fails chat actions)
 """
 
 from __future__ import annotations
@@ -37,7 +40,12 @@ TOKEN = "1:BENCH-token"
 
 
 class Model:
+    def __init__(self, latency_s: float = 0.0) -> None:
+        self.latency_s = latency_s
+
     async def complete(self, request: CompletionRequest) -> Completion:
+        if self.latency_s:
+            await asyncio.sleep(self.latency_s)  # noqa: TID251 - a model that takes its time
         return Completion("Будет исполнено, сэр.", "bench", 0, 10, 5)
 
     async def probe(self) -> bool:
@@ -45,7 +53,8 @@ class Model:
 
 
 class BotAPI:
-    def __init__(self) -> None:
+    def __init__(self, actions_fail: int = 0) -> None:
+        self.actions_fail = actions_fail
         self.queue: deque[dict[str, Any]] = deque()
         self.arrived = asyncio.Event()
         self.enqueued: dict[int, float] = {}
@@ -54,6 +63,7 @@ class BotAPI:
         self.pending_chat: dict[int, deque[int]] = {}
         self.update_id = 0
         self.changed = asyncio.Event()
+        self.calls: dict[str, int] = {}
 
     def push(self, user: int) -> None:
         self.update_id += 1
@@ -79,6 +89,7 @@ class BotAPI:
         form = await request.post() if request.can_read_body else {}
         data = {k: str(v) for k, v in form.items()}
         now = time.perf_counter()
+        self.calls[method] = self.calls.get(method, 0) + 1
         if method == "getMe":
             return ok({"id": 1, "is_bot": True, "first_name": "Butler", "username": "b"})
         if method == "getUpdates":
@@ -95,6 +106,11 @@ class BotAPI:
             return ok(list(self.queue)[:100])
         chat = int(data.get("chat_id", 0) or 0)
         if method == "sendChatAction":
+            if self.actions_fail:  # a server that lacks or breaks chat actions
+                return web.json_response(
+                    {"ok": False, "error_code": self.actions_fail, "description": "failed"},
+                    status=self.actions_fail,
+                )
             for uid in self.pending_chat.get(chat, ()):
                 self.typing.setdefault(uid, now)
             return ok(True)
@@ -111,13 +127,15 @@ def ok(result: Any) -> web.Response:
     return web.json_response({"ok": True, "result": result})
 
 
-def pct(values: list[float], q: float) -> float:
+def pct(values: list[float], q: float) -> float | None:
+    if not values:
+        return None
     ordered = sorted(values)
     return round(ordered[min(len(ordered) - 1, int(q * len(ordered)))] * 1000, 2)
 
 
 async def main(args: argparse.Namespace) -> None:
-    api = BotAPI()
+    api = BotAPI(args.actions_fail)
     app = web.Application()
     app.router.add_route("*", "/bot{token}/{method}", api.handle)
     runner = web.AppRunner(app, access_log=None)
@@ -143,7 +161,7 @@ async def main(args: argparse.Namespace) -> None:
                 stop=stop,
                 telegram_session=make_session(settings.telegram, api=server),
                 on_ready=lambda _: ready.set(),
-                ports=Ports(llm=Model()),
+                ports=Ports(llm=Model(args.model_ms / 1000)),
                 admin=False,
             )
         )
@@ -153,7 +171,7 @@ async def main(args: argparse.Namespace) -> None:
             for _ in range(args.burst):
                 api.push(1000 + sent % args.users)
                 sent += 1
-            async with asyncio.timeout(30):
+            async with asyncio.timeout(120):
                 while len(api.replied) < sent:
                     api.changed.clear()
                     await api.changed.wait()
@@ -170,6 +188,11 @@ async def main(args: argparse.Namespace) -> None:
                 "users": args.users,
                 "burst": args.burst,
                 "typing_shown": len(typing),
+                "send_message": api.calls.get("sendMessage", 0),
+                "send_chat_action": api.calls.get("sendChatAction", 0),
+                "chat_actions_per_reply": round(
+                    api.calls.get("sendChatAction", 0) / max(1, len(reply)), 3
+                ),
                 "to_typing_ms": {
                     "p50": pct(typing, 0.5),
                     "p90": pct(typing, 0.9),
@@ -191,4 +214,8 @@ if __name__ == "__main__":
     parser.add_argument("--messages", type=int, default=300)
     parser.add_argument("--users", type=int, default=300)
     parser.add_argument("--burst", type=int, default=1)
+    parser.add_argument(
+        "--actions-fail", type=int, default=0, help="answer sendChatAction with this status"
+    )
+    parser.add_argument("--model-ms", type=float, default=0.0, help="model latency per call")
     asyncio.run(main(parser.parse_args()))

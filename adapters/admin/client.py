@@ -15,6 +15,8 @@ import aiohttp
 
 from actors.memory_worker import Candidate, RequestFailed, ServiceAbsent
 
+ADMIN_HEADER = "X-Butler-Admin"  # what the admin server puts on every answer
+
 
 class ServiceUnreachable(Exception):
     """No admin server answers at the URL (no service runs): use the store directly."""
@@ -75,6 +77,10 @@ class AdminClient:
         session = self._open()
         try:
             async with session.request(method, self.url + path, json=body, params=params) as res:
+                if ADMIN_HEADER not in res.headers:  # another server's JSON 404 is no answer
+                    raise NotButler(
+                        f"{self.url} answered {res.status} but is not a Butler admin API"
+                    )
                 if "application/json" not in res.headers.get("Content-Type", ""):
                     raise NotButler(
                         f"{self.url} answered {res.status} without JSON: not a Butler admin API"

@@ -24,7 +24,21 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 
 from actors.history import SubscriptionDropped
 from actors.registry import Registry, Rejected
-from adapters.admin.views import actor_json, machine_json, profile_json, transition_json
+from adapters.admin.client import ADMIN_HEADER
+from adapters.admin.conversation import (
+    DEFAULT_LIMIT,
+    MAX_LIMIT,
+    conversation,
+    history_json,
+    timeline_json,
+)
+from adapters.admin.views import (
+    actor_json,
+    machine_json,
+    profile_json,
+    transition_counts,
+    transition_json,
+)
 from engine.domain import InvalidProfileError
 from engine.errors import ButlerError, ConfigurationError, StoreUnavailable
 from engine.messages import Command, CompressMemory, ResetActor, UpdateProfile
@@ -58,10 +72,12 @@ class AdminConfig:
 
     addr: tuple[str, int] = ("127.0.0.1", 8377)
     token: str = field(default="", repr=False)
+    trace_url: str = ""  # `BUTLER_TRACE_URL`: the trace viewer, `{trace_id}` filled in
 
 
 _APP: web.AppKey[AdminBackend] = web.AppKey("butler", AdminBackend)
 _STREAMS: web.AppKey[set[asyncio.Task[Any]]] = web.AppKey("streams")
+_TRACE_URL: web.AppKey[str] = web.AppKey("trace_url", str)
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 Middleware = Callable[[web.Request, Handler], Awaitable[web.StreamResponse]]
@@ -108,6 +124,11 @@ def _auth(token: str) -> Middleware:
     return middleware
 
 
+async def _stamp(request: web.Request, response: web.StreamResponse) -> None:
+    """On every answer, so a client can tell Butler's admin API from another server's JSON."""
+    response.headers[ADMIN_HEADER] = "1"
+
+
 def _error(status: int, message: str) -> web.Response:
     return web.json_response({"error": message}, status=status)
 
@@ -117,6 +138,8 @@ def build_app(app: AdminBackend, config: AdminConfig) -> web.Application:
     web_app = web.Application(middlewares=[_auth(config.token)])  # type: ignore[list-item]
     web_app[_APP] = app
     web_app[_STREAMS] = set()
+    web_app[_TRACE_URL] = config.trace_url
+    web_app.on_response_prepare.append(_stamp)
     r = web_app.router
     r.add_get("/healthz", _healthz)
     r.add_get("/readyz", _readyz)
@@ -126,6 +149,7 @@ def build_app(app: AdminBackend, config: AdminConfig) -> web.Application:
     r.add_get("/admin/actors", _actors)
     r.add_get("/admin/actors/{user_id}", _actor)
     r.add_get("/admin/actors/{user_id}/events", _actor_events)
+    r.add_get("/admin/actors/{user_id}/history", _history)
     r.add_post("/admin/actors/{user_id}/reset", _reset)
     r.add_post("/admin/actors/{user_id}/compress", _compress)
     r.add_get("/admin/profiles", _profiles)
@@ -264,7 +288,31 @@ async def _profiles(request: web.Request) -> web.Response:
 
 
 async def _machine(request: web.Request) -> web.Response:
-    return web.json_response(machine_json(request.app[_APP].registry))
+    app = request.app[_APP]
+    return web.json_response(machine_json(app.registry, transition_counts(app.metrics)))
+
+
+async def _history(request: web.Request) -> web.Response:
+    """One user's conversation (PII masked), summary and transitions with trace links."""
+    app = request.app[_APP]
+    user_id = request.match_info["user_id"]
+    try:
+        limit = min(max(int(request.query.get("limit", str(DEFAULT_LIMIT))), 0), MAX_LIMIT)
+    except ValueError:
+        return _error(400, "limit must be an integer")
+    try:
+        profile, events, total = await conversation(app.store, user_id, limit=limit)
+    except StoreUnavailable:
+        return _error(503, "store unavailable")
+    actor = app.registry.get(user_id)
+    if actor is None and profile is None and not events:
+        return _error(404, "no such user")
+    records = list(actor.history) if actor is not None else []
+    timeline = timeline_json(app.registry.clock, records, request.app[_TRACE_URL])
+    data = history_json(user_id, profile, events, total, timeline)
+    data["state"] = actor.state if actor is not None else "passive"
+    data["trace_url"] = request.app[_TRACE_URL] or None
+    return web.json_response(data)
 
 
 # -- commands through the mailbox ----------------------------------------------------------

@@ -5,6 +5,8 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Any
 
+from prometheus_client import CollectorRegistry
+
 from actors.history import TransitionRecord
 from actors.registry import ActorView, Registry
 from engine.codec import profile_to_dict
@@ -53,18 +55,36 @@ def profile_json(p: UserProfile) -> dict[str, Any]:
     return profile_to_dict(p)
 
 
-def machine_json(registry: Registry) -> dict[str, Any]:
-    """The lifecycle table with the number of live actors in each state."""
-    counts = registry.count_by_phase()
+def transition_counts(metrics: CollectorRegistry) -> dict[tuple[str, str, str], int]:
+    """Transitions made since start, by (from, to, trigger), from `butler_actor_transitions`."""
+    counts: dict[tuple[str, str, str], int] = {}
+    for family in metrics.collect():
+        if family.name != "butler_actor_transitions":
+            continue
+        for sample in family.samples:
+            if sample.name.endswith("_total"):
+                key = (sample.labels["from"], sample.labels["to"], sample.labels["trigger"])
+                counts[key] = int(sample.value)
+    return counts
+
+
+def machine_json(
+    registry: Registry, counts: dict[tuple[str, str, str], int] | None = None
+) -> dict[str, Any]:
+    """The lifecycle table with the number of live actors in each state and, per transition,
+    how many times it was taken since the service started."""
+    live = registry.count_by_phase()
+    made = counts or {}
     return {
         "initial": INITIAL.value,
-        "states": [{"state": p.value, "count": counts[p]} for p in Phase],
+        "states": [{"state": p.value, "count": live[p]} for p in Phase],
         "transitions": [
             {
                 "from": t.source.value,
                 "to": t.dest.value,
                 "trigger": t.trigger.value,
                 "guard": t.guard or (f"not {t.unless}" if t.unless else ""),
+                "count": made.get((t.source.value, t.dest.value, t.trigger.value), 0),
             }
             for t in TABLE
         ],

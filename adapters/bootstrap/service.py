@@ -72,7 +72,9 @@ def check_data_dir(settings: Settings) -> None:
 
 
 def admin_config(settings: Settings) -> AdminConfig:
-    return AdminConfig(addr=settings.admin_addr, token=settings.admin_token)
+    return AdminConfig(
+        addr=settings.admin_addr, token=settings.admin_token, trace_url=settings.trace_url
+    )
 
 
 async def serve(

@@ -75,6 +75,7 @@ class Settings:
     worker_metrics_file: str = ""
     warnings: tuple[str, ...] = ()
     """Said on stderr at start: unknown `BUTLER_*` names, with the closest known one."""
+    trace_url: str = ""  # the admin page's trace links, `{trace_id}` filled in
 
     @property
     def sqlite_path(self) -> Path | None:

@@ -167,6 +167,9 @@ VARIABLES: tuple[Variable, ...] = (
        "`butler worker` also compresses a user idle this many seconds"),
     _v("BUTLER_WORKER_METRICS_FILE", "worker_metrics_file", p.text, "",
        "`butler worker` writes its metrics here for node_exporter's textfile collector"),
+    _v("BUTLER_TRACE_URL", "trace_url", p.text, "",
+       "a trace viewer's address with `{trace_id}`, linked from the admin page "
+       "(e.g. `http://127.0.0.1:16686/trace/{trace_id}`); empty: no links"),
 )  # fmt: skip
 
 REMOVED = {"BUTLER_BUDGET_MESSAGE": "the message may use what the sections leave of the total"}

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
+import os
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager, suppress
 from dataclasses import dataclass
@@ -27,7 +28,7 @@ from actors.registry import Registry
 from adapters.bootstrap.clock import SystemClock
 from adapters.bootstrap.settings import Settings
 from adapters.observability.metrics import ActorCollector, ButlerMetrics
-from engine.errors import ShuttingDown, StoreUnavailable
+from engine.errors import ConfigurationError, ShuttingDown, StoreUnavailable
 from engine.ports import Clock, LanguageModel, ReplySink, Store, TokenCounter, Transcriber
 from engine.prompt import PromptBuilder, Template, parse_template
 from engine.tokens import CalibratedEstimator
@@ -106,8 +107,25 @@ async def open_store(settings: Settings) -> Store:
         return await MongoStore.open(settings.store, retention_days=settings.retention_days)
     from adapters.storage.sqlite import SqliteStore
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    return await SqliteStore.open(path)
+    # A path that cannot hold the file is a setting to fix, said in one line (exit code 2).
+    where = f"the SQLite store {path} (BUTLER_STORE, BUTLER_DATA_DIR)"
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        reason = exc.strerror or type(exc).__name__
+        if isinstance(exc, FileExistsError | NotADirectoryError):
+            reason = "a file stands where a folder should be"
+        raise ConfigurationError(f"cannot create the folder of {where}: {reason}") from exc
+    try:
+        return await SqliteStore.open(path)
+    except StoreUnavailable as exc:
+        if "unable to open" not in str(exc):
+            raise
+        if path.is_dir():  # kept transient: a worker's run fails and the next one tries again
+            raise StoreUnavailable(f"cannot open {where}: it names a folder, not a file") from exc
+        if path.exists() and os.access(path, os.W_OK):
+            raise
+        raise ConfigurationError(f"cannot open {where}: it is not writable here") from exc
 
 
 def store_name(settings: Settings) -> str:

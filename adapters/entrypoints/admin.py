@@ -1,4 +1,4 @@
-"""`butler admin list|show|reset|update`: through the running service's admin API, or on the
+"""`butler admin list|show|history|reset|update`: through the running service's admin API, or on the
 store directly when no service answers (said on stderr), so live actors stay coherent."""
 
 from __future__ import annotations
@@ -10,8 +10,10 @@ from collections.abc import Awaitable, Callable
 from dataclasses import asdict
 from datetime import datetime
 from typing import Any, TextIO
+from urllib.parse import quote
 
 from adapters.admin.client import AdminClient, AdminRequestFailed, NotButler, ServiceUnreachable
+from adapters.admin.conversation import conversation, history_json
 from adapters.admin.views import profile_json
 from adapters.bootstrap.settings import Settings
 from adapters.bootstrap.wiring import open_store, store_name
@@ -47,6 +49,9 @@ async def run_admin(settings: Settings, args: argparse.Namespace, out: TextIO) -
     offline: dict[str, Callable[[], Awaitable[int]]] = {
         "show": lambda: show_from_store(settings, args.user, as_json=args.json, out=out),
         "list": lambda: list_from_store(settings, out=out),
+        "history": lambda: history_from_store(
+            settings, args.user, limit=args.limit, as_json=args.json, out=out
+        ),
         "reset": lambda: reset_in_store(settings, args.user, erase=args.erase, out=out),
         "update": lambda: update_in_store(settings, args.user, body or {}, out=out),
     }
@@ -92,6 +97,10 @@ async def _online(
             after = page["next_after"]
     if verb == "show":
         _print_show(await client.call("GET", f"/admin/actors/{args.user}"), args.json, out)
+    elif verb == "history":
+        path = f"/admin/actors/{quote(args.user, safe='')}/history"
+        data = await client.call("GET", path, params={"limit": str(max(args.limit, 0))})
+        print_history(data, args.json, out)
     elif verb == "reset":
         data = await client.call("POST", f"/admin/actors/{args.user}/reset", {"erase": args.erase})
         print(json.dumps(data, ensure_ascii=False), file=out)
@@ -194,4 +203,52 @@ async def update_in_store(
     finally:
         await store.close()
     print(json.dumps(profile_json(profile), ensure_ascii=False), file=out)
+    return 0
+
+
+def print_history(data: dict[str, Any], as_json: bool, out: TextIO) -> None:
+    """The conversation as a person reads it: who said what, then the lifecycle."""
+    if as_json:
+        print(json.dumps(data, ensure_ascii=False), file=out)
+        return
+    profile = data.get("profile") or {}
+    print(
+        f"{data['user_id']}: {profile.get('language', '?')}, {profile.get('tone', '?')},"
+        f" {data.get('state', 'passive')}; {data['memory_events']} events stored"
+        " (personal data masked)",
+        file=out,
+    )
+    if data.get("summary"):
+        print(f"summary: {data['summary']}", file=out)
+    for event in data["events"]:
+        who = "user" if event["role"] == "user" else "butler"
+        text = " ".join(event["text"].split())
+        print(f"{event['at']}  {who:<6}  {text}", file=out)
+    timeline = data.get("transitions")
+    if timeline is None:
+        print("(no service holds this actor: no transitions to show)", file=out)
+        return
+    for t in timeline:
+        trace = t.get("trace_url") or t.get("trace_id") or ""
+        print(
+            f"{t['at']}  {t['from']} -> {t['to']} ({t['trigger']})"
+            f"  {t['duration_s']:.3f}s{'+' if t['ongoing'] else ''}  {trace}".rstrip(),
+            file=out,
+        )
+
+
+async def history_from_store(
+    settings: Settings, user_id: str, *, limit: int, as_json: bool, out: TextIO
+) -> int:
+    """The stored conversation; transitions live only in a running service."""
+    store = await open_store(settings)
+    try:
+        profile, events, total = await conversation(store, user_id, limit=max(limit, 0))
+    finally:
+        await store.close()
+    if profile is None and not events:
+        print(f"butler: no user {user_id!r} in {store_name(settings)}", file=sys.stderr)
+        return 1
+    data = history_json(user_id, profile, events, total, None)
+    print_history({**data, "state": "passive"}, as_json, out)
     return 0

@@ -87,6 +87,12 @@ def _admin_arguments(admin: argparse.ArgumentParser) -> None:
     show.add_argument("user")
     show.add_argument("--json", action="store_true", help="machine-readable output")
     verbs.add_parser("list", help="all profiles")
+    history = verbs.add_parser(
+        "history", help="one user's conversation (PII masked), summary and transitions"
+    )
+    history.add_argument("user")
+    history.add_argument("--limit", type=int, default=20, help="last N messages (default 20)")
+    history.add_argument("--json", action="store_true", help="machine-readable output")
     reset = verbs.add_parser("reset", help="reset a user's actor (leave degraded)")
     reset.add_argument("user")
     reset.add_argument(

@@ -24,6 +24,13 @@ async def db_command(settings: Settings, command: str, path: Path | None, *, out
             print(f"butler: the store is migrated: {store_name(settings)}", file=out)
             return 0
         assert path is not None
+        if command == "export" and not path.parent.is_dir():
+            print(
+                f"butler: cannot export {path}: the folder {path.parent} does not exist;"
+                " no dump was written",
+                file=sys.stderr,
+            )
+            return 2
         try:
             if command == "export":
                 counts = await export_store(store, path)

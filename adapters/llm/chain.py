@@ -54,6 +54,12 @@ class FallbackChain:
         """Whether the chain can answer: the primary, or else the fallback."""
         return await self._primary.probe() or await self._fallback.probe()
 
+    @property
+    def problem(self) -> str | None:
+        """Why the primary's last probe failed, when it said (a refused API key)."""
+        problem = getattr(self._primary, "problem", None)
+        return problem if isinstance(problem, str) else None
+
     async def close(self) -> None:
         for model in (self._primary, self._fallback):
             closer = getattr(model, "close", None)

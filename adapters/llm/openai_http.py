@@ -30,6 +30,7 @@ Sleep = Callable[[float], Awaitable[object]]
 _TRANSIENT_STATUS = frozenset({408, 409, 425, 429, 500, 502, 503, 504})
 # The endpoint is misconfigured for us (key, path, model name): the next one may be fine.
 _ENDPOINT_STATUS = frozenset({401, 403, 404, 405})
+_AUTH_STATUS = frozenset({401, 403})
 # The request itself is bad: every endpoint would refuse it the same way.
 _REQUEST_STATUS = frozenset({400, 413, 422})
 _RETRY_AFTER_STATUS = frozenset({429, 503})
@@ -105,6 +106,7 @@ class OpenAIChatModel:
         self._session: aiohttp.ClientSession | None = None
         self._closed = False
         self._models: dict[int, str] = {}
+        self.problem: str | None = None  # why the last probe failed, in words, when known
         self._timeout = aiohttp.ClientTimeout(
             total=settings.total_timeout_s,
             sock_connect=settings.connect_timeout_s,
@@ -175,12 +177,16 @@ class OpenAIChatModel:
         """
         session = self._ensure_session()
         base = self._settings.urls[0]
+        self.problem = None
         try:
             status, model_id = await self._list_models(session, base)
             if status == 404:
-                return await self._probe_chat(session, base)
+                status = await self._probe_chat(session, base)
         except (aiohttp.ClientError, TimeoutError, OSError) as exc:
             log.info("LLM probe of endpoint 0 failed: %s", type(exc).__name__)
+            return False
+        if status in _AUTH_STATUS:
+            self.problem = _auth_hint(status, bool(self._settings.api_key))
             return False
         if model_id and not self._settings.model:
             self._models[0] = model_id
@@ -251,7 +257,7 @@ class OpenAIChatModel:
         except (aiohttp.ClientError, TimeoutError) as exc:
             raise _transport_failure(exc) from exc
         if not 200 <= status < 300:
-            raise _status_failure(status, retry_after)
+            raise _status_failure(status, retry_after, has_key=bool(self._settings.api_key))
         return _decode_completion(payload, index, model)
 
     def _backoff(self, attempt: int, retry_after: float | None) -> float | None:
@@ -300,7 +306,8 @@ class OpenAIChatModel:
             return status, None
         return status, model_id if isinstance(model_id, str) and model_id else None
 
-    async def _probe_chat(self, session: aiohttp.ClientSession, base: str) -> bool:
+    async def _probe_chat(self, session: aiohttp.ClientSession, base: str) -> int:
+        """A one-token completion: its status, or 502 for an answer that is not one."""
         model = self._settings.model or self._models.get(0, "default")
         body = json.dumps(
             {
@@ -320,12 +327,12 @@ class OpenAIChatModel:
             status = response.status
             payload = await response.read()
         if not 200 <= status < 300:
-            return False
+            return status
         try:
             _decode_completion(payload, 0, model)
         except _AttemptError:
-            return False
-        return True
+            return 502
+        return status
 
 
 def _encode(request: CompletionRequest, model: str) -> bytes:
@@ -371,8 +378,15 @@ def _transport_failure(exc: aiohttp.ClientError | TimeoutError) -> _AttemptError
     return _AttemptError(f"client: {type(exc).__name__}", _Verdict.NEXT)
 
 
-def _status_failure(status: int, retry_after: str | None) -> _AttemptError:
-    reason = f"status {status}"
+def _auth_hint(status: int, has_key: bool) -> str:
+    """What to do about a 401/403: the one setting that holds the key."""
+    if has_key:
+        return f"status {status}: the server refused the key in BUTLER_LLM_API_KEY"
+    return f"status {status}: the server wants an API key; set BUTLER_LLM_API_KEY"
+
+
+def _status_failure(status: int, retry_after: str | None, *, has_key: bool) -> _AttemptError:
+    reason = _auth_hint(status, has_key) if status in _AUTH_STATUS else f"status {status}"
     if status in _REQUEST_STATUS:
         return _AttemptError(reason, _Verdict.REJECT)
     if status in _TRANSIENT_STATUS:

@@ -135,13 +135,13 @@ class ButlerMetrics:
             "butler_actor_crashes", "Actor loops that crashed and were restarted.", registry=r
         )
         self.cache_hits = Counter(
-            "personalized_llm_cache_hits",
+            "butler_llm_cache_hits",
             "Model calls answered from the response cache, by purpose.",
             ["purpose"],
             registry=r,
         )
         self.cache_misses = Counter(
-            "personalized_llm_cache_misses",
+            "butler_llm_cache_misses",
             "Model calls the response cache could not answer, by purpose.",
             ["purpose"],
             registry=r,
@@ -263,17 +263,17 @@ class WorkerMetrics:
             registry=registry,
         )
         self.consecutive = Gauge(
-            "personalized_memory_worker_consecutive_failures",
+            "butler_memory_worker_consecutive_failures",
             "Failed worker runs since the last successful one.",
             registry=registry,
         )
         self.last_success = Gauge(
-            "personalized_memory_worker_last_success_timestamp_seconds",
+            "butler_memory_worker_last_success_timestamp_seconds",
             "When the worker last finished a run without failure (Unix time).",
             registry=registry,
         )
         self.requested = Counter(
-            "personalized_memory_worker_requests",
+            "butler_memory_worker_requests",
             "Compression requests handed to actors.",
             registry=registry,
         )
@@ -300,12 +300,12 @@ class WorkerMetrics:
         for name, counter in (
             ("personalized_memory_worker_runs_total", self.runs),
             ("personalized_memory_worker_errors_total", self.errors),
-            ("personalized_memory_worker_requests_total", self.requested),
+            ("butler_memory_worker_requests_total", self.requested),
         ):
             counter.inc(values.get(name, 0.0))
-        self.consecutive.set(values.get("personalized_memory_worker_consecutive_failures", 0.0))
+        self.consecutive.set(values.get("butler_memory_worker_consecutive_failures", 0.0))
         self.last_success.set(
-            values.get("personalized_memory_worker_last_success_timestamp_seconds", 0.0)
+            values.get("butler_memory_worker_last_success_timestamp_seconds", 0.0)
         )
 
     def write(self, path: Path) -> None:

@@ -25,9 +25,10 @@ from aiogram.types import (
 )
 
 from actors.registry import Accepted, Registry, Repeated, Ticket
+from adapters.telegram.chat_actions import Typing
 from adapters.telegram.intake import BoundedMap, RateLimiter
 from adapters.telegram.metrics import TelegramMetrics
-from adapters.telegram.outbound import Outbox, Typing, user_of
+from adapters.telegram.outbound import Outbox, user_of
 from adapters.telegram.texts import TextKind, language_of, text
 from engine.domain import Language, UserProfile
 from engine.errors import StoreUnavailable

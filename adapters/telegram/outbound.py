@@ -3,9 +3,11 @@
 Telegram allows about one message per second in a chat and about thirty per second for a bot;
 beyond that it answers 429 with `retry_after`. `Pacer` keeps one budget per chat and one for
 the bot, `Outbox.call` honours `TelegramRetryAfter` by moving the chat's budget and retries
-transient network and server errors with backoff. Replies are sent as plain text (no
-`parse_mode`), so nothing a user or the model writes can break formatting; the only markup,
-the quoted transcript of a voice note, is sent as entities.
+transient network and server errors with backoff. Chat actions ("typing…") live inside the
+same budgets but come second: `Outbox.offer` sends one only into a slot that is free now and
+never waits, queues or retries, so a typing action never holds up a reply beyond one bot slot.
+Replies are sent as plain text (no `parse_mode`), so nothing a user or the model writes can
+break formatting; the only markup, the quoted transcript of a voice note, is sent as entities.
 """
 
 from __future__ import annotations
@@ -15,12 +17,11 @@ import logging
 import random
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Hashable
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from aiogram import Bot
-from aiogram.enums import ChatAction
 from aiogram.exceptions import (
     TelegramAPIError,
     TelegramForbiddenError,
@@ -28,7 +29,7 @@ from aiogram.exceptions import (
     TelegramRetryAfter,
     TelegramServerError,
 )
-from aiogram.methods import SendChatAction, SendMessage
+from aiogram.methods import SendMessage
 from aiogram.methods.base import TelegramMethod
 from aiogram.utils.formatting import BlockQuote, Text
 
@@ -36,6 +37,9 @@ from adapters.telegram.metrics import TelegramMetrics
 from adapters.telegram.split import TELEGRAM_LIMIT, split_message, utf16_len
 from engine.errors import DeliveryFailed
 from engine.ports import OutgoingReply
+
+if TYPE_CHECKING:  # the sink ends the wait its messages began
+    from adapters.telegram.chat_actions import Typing
 
 log = logging.getLogger(__name__)
 
@@ -68,6 +72,7 @@ class Pacer:
     clock: Callable[[], float] = time.monotonic
     _chats: OrderedDict[int, float] = field(default_factory=OrderedDict)
     _bot_next: float = 0.0
+    _actions: OrderedDict[int, float] = field(default_factory=OrderedDict)  # next action at
 
     def reserve(self, chat_id: int) -> float:
         """Take the chat's next slot; returns how long to wait for it."""
@@ -81,15 +86,41 @@ class Pacer:
         self._chats.move_to_end(chat_id)
         while len(self._chats) > MAX_TRACKED_CHATS:
             self._chats.popitem(last=False)
+        # No action while the reply waits; once it is sent it clears the chat's "typing…" on
+        # the user's screen, so the next action may go at once.
+        self._actions[chat_id] = chat_slot
+        self._actions.move_to_end(chat_id)
+        while len(self._actions) > MAX_TRACKED_CHATS:
+            self._actions.popitem(last=False)
         return slot - now
+
+    def offer(self, chat_id: int, refresh_s: float) -> float:
+        """Take a slot for a chat action if one is free now (0.0); else how long until one
+        may be (a reply may still take it first). Never waits.
+
+        Free means: the bot's next slot has come (no reply is waiting for it), no reply of
+        the chat waits for its slot, and the chat's last action since its last message is
+        `refresh_s` old. The action takes the bot's slot (it counts in the bot's budget) but
+        not the chat's, so the reply it announces is not held back by a chat's second.
+        """
+        now = self.clock()
+        free = max(self._bot_next, self._actions.get(chat_id, 0.0))
+        if now < free:
+            return free - now
+        self._bot_next = now + self.per_bot_s
+        self._actions[chat_id] = now + refresh_s
+        self._actions.move_to_end(chat_id)
+        return 0.0
 
     def penalize(self, chat_id: int, seconds: float) -> None:
         """Telegram said to wait: nothing more goes to this chat for `seconds`."""
         until = self.clock() + seconds
         self._chats[chat_id] = max(self._chats.get(chat_id, 0.0), until)
+        self._actions[chat_id] = max(self._actions.get(chat_id, 0.0), until)
 
     def forget(self, chat_id: int) -> None:
         self._chats.pop(chat_id, None)
+        self._actions.pop(chat_id, None)
 
 
 @dataclass(slots=True)
@@ -139,79 +170,30 @@ class Outbox:
             self.metrics.sent(name, "ok")
             return result
 
+    async def offer(self, chat_id: int, method: TelegramMethod[Any], *, refresh_s: float) -> float:
+        """Send a chat action if the budgets have a free slot now: 0.0 when it was sent, else
+        the seconds until a slot may be free (`refresh_s` when it failed).
 
-class Typing:
-    """Shows "typing…" in a chat while any of its messages waits for a reply.
-
-    Telegram shows a chat action for about five seconds, so it is refreshed every
-    `interval_s` until the last pending message of the chat is answered, or `max_s` passes.
-    """
-
-    def __init__(
-        self,
-        outbox: Outbox,
-        metrics: TelegramMetrics,
-        *,
-        interval_s: float = 4.5,
-        max_s: float = 600.0,
-    ) -> None:
-        self._outbox = outbox
-        self._metrics = metrics
-        self._interval_s = interval_s
-        self._max_s = max_s
-        self._pending: dict[int, set[Hashable]] = {}
-        self._tasks: dict[int, asyncio.Task[None]] = {}
-
-    def begin(self, chat_id: int, key: Hashable, *, arrived: float | None = None) -> None:
-        """A message (`key`) of the chat now waits for a reply."""
-        self._pending.setdefault(chat_id, set()).add(key)
-        if chat_id not in self._tasks:
-            task = asyncio.create_task(self._show(chat_id, arrived), name=f"typing:{chat_id}")
-            self._tasks[chat_id] = task
-            task.add_done_callback(lambda _: self._ended(chat_id, task))
-
-    def end(self, chat_id: int, key: Hashable) -> None:
-        keys = self._pending.get(chat_id)
-        if keys is None:
-            return
-        keys.discard(key)
-        if not keys:
-            self.forget(chat_id)
-
-    def forget(self, chat_id: int) -> None:
-        self._pending.pop(chat_id, None)
-        task = self._tasks.pop(chat_id, None)
-        if task is not None:
-            task.cancel()
-
-    def active(self, chat_id: int) -> bool:
-        return chat_id in self._tasks
-
-    async def close(self) -> None:
-        tasks = list(self._tasks.values())
-        for chat_id in list(self._tasks):
-            self.forget(chat_id)
-        await asyncio.gather(*tasks, return_exceptions=True)
-
-    def _ended(self, chat_id: int, task: asyncio.Task[None]) -> None:
-        if self._tasks.get(chat_id) is task:
-            del self._tasks[chat_id]
-            self._pending.pop(chat_id, None)
-
-    async def _show(self, chat_id: int, arrived: float | None) -> None:
-        started = time.monotonic()
-        action = SendChatAction(chat_id=chat_id, action=ChatAction.TYPING)
-        first = True
-        while time.monotonic() - started < self._max_s:
-            try:
-                await self._outbox.call(chat_id, action, paced=False)
-            except TelegramAPIError as exc:
-                log.debug("chat action failed: %s", type(exc).__name__)
-            else:
-                if first and arrived is not None:
-                    self._metrics.typing_delay(time.monotonic() - arrived)
-            first = False
-            await asyncio.sleep(self._interval_s)  # noqa: TID251 - the refresh period itself
+        Skipped (no slot), refused or failed, it is dropped, not queued or retried: the next
+        refresh tries again, and a late "typing…" is worth less than the budget it takes.
+        """
+        name = type(method).__name__
+        wait = self.pacer.offer(chat_id, refresh_s)
+        if wait > 0:
+            return wait
+        try:
+            await self.bot(method)
+        except TelegramRetryAfter as exc:
+            self.metrics.retry_after(exc.retry_after)
+            self.metrics.sent(name, "rejected")
+            self.pacer.penalize(chat_id, exc.retry_after)
+            return exc.retry_after
+        except TelegramAPIError as exc:
+            self.metrics.sent(name, "rejected")
+            log.debug("chat action failed: %s", type(exc).__name__)
+            return refresh_s
+        self.metrics.sent(name, "ok")
+        return 0.0
 
 
 class TelegramSink:

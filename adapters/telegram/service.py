@@ -43,11 +43,12 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry
 
 from actors.registry import Registry
+from adapters.telegram.chat_actions import Typing
 from adapters.telegram.config import TelegramSettings
 from adapters.telegram.handlers import FrontDoor, build_router
 from adapters.telegram.intake import RateLimiter, SeenUpdates
 from adapters.telegram.metrics import TelegramMetrics
-from adapters.telegram.outbound import Outbox, TelegramSink, Typing
+from adapters.telegram.outbound import Outbox, TelegramSink
 from adapters.telegram.updates import (
     Poisoned,
     RawGetUpdates,

@@ -283,9 +283,16 @@ async def test_machine_counts_live_actors_per_state(admin: Admin) -> None:
         "compressing": 0,
         "degraded": 1,
     }
-    assert {"from": "idle", "to": "generating", "trigger": "hear_text", "guard": ""} in data[
-        "transitions"
-    ]
+    # Both users heard a text (and bob's model call failed): counts since start, per edge.
+    taken = {(t["from"], t["to"], t["trigger"]): t for t in data["transitions"]}
+    assert taken[("idle", "generating", "hear_text")] == {
+        "from": "idle",
+        "to": "generating",
+        "trigger": "hear_text",
+        "guard": "",
+        "count": 2,
+    }
+    assert taken[("generating", "degraded", "llm_unavailable")]["count"] == 1
     assert data["mermaid"].startswith("stateDiagram-v2")
 
 

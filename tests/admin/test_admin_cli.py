@@ -11,6 +11,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+from aiohttp import web
 
 from adapters.bootstrap.settings import Settings
 from adapters.bootstrap.wiring import open_store
@@ -114,3 +115,37 @@ async def test_without_a_service_the_store_is_used(
     assert code == 1
     code, _ = await run(settings, "update", "carol", "--tone", "casual")
     assert code == 1
+
+
+@pytest.mark.parametrize("answer", ["html", "json404"])
+async def test_a_server_that_is_not_butler_is_named_and_the_store_is_used(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], answer: str
+) -> None:
+    async def other(request: web.Request) -> web.Response:
+        if answer == "html":
+            return web.Response(
+                text="<html><body>It works!</body></html>", content_type="text/html"
+            )
+        return web.json_response({"detail": "Not Found"}, status=404)
+
+    other_app = web.Application()
+    other_app.router.add_route("*", "/{tail:.*}", other)
+    runner = web.AppRunner(other_app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    url = f"http://127.0.0.1:{runner.addresses[0][1]}"
+    try:
+        settings = dataclasses.replace(admin_settings(tmp_path), admin_url=url)
+        store = await open_store(settings)
+        await store.save_profile(UserProfile.new("bob", datetime.now(UTC)))
+        await store.close()
+        code, out = await run(settings, "list")
+    finally:
+        await runner.cleanup()
+    assert (code, out) == (0, "bob\tru\twitty\t0\tpassive\n")
+    [said] = capsys.readouterr().err.splitlines()
+    assert f"{url} answered" in said
+    assert "not a Butler admin API" in said
+    assert "BUTLER_ADMIN_URL" in said
+    assert "using the store directly" in said

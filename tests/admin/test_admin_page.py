@@ -1,14 +1,26 @@
 """The admin page in Debian's headless Chromium: sign in with the token, see an actor, watch it
-change state live over the event stream."""
+change state live over the event stream; the machine diagram and a user's page, screenshots
+checked for what they should show (`BUTLER_TEST_SCREENSHOTS=DIR` keeps them)."""
 
 from __future__ import annotations
 
 import asyncio
+import os
+from collections.abc import AsyncIterator
+from pathlib import Path
 
+import aiohttp
 import pytest
+from opentelemetry import trace
+from opentelemetry.sdk.trace import TracerProvider
 from playwright.async_api import async_playwright, expect
 
-from tests.admin.conftest import TOKEN, Admin
+from adapters.admin.server import serve_admin
+from adapters.bootstrap import wiring
+from adapters.bootstrap.service import admin_config
+from tests.admin.conftest import TOKEN, Admin, admin_settings
+from tests.fakes import CollectingSink, MemoryStore, ScriptedLLM
+from tests.support.png import colours
 from tests.support.tools import require
 
 pytestmark = [pytest.mark.anyio, pytest.mark.slow]
@@ -72,3 +84,92 @@ async def test_page_shows_actors_and_follows_transitions_live(admin: Admin) -> N
             assert stored == TOKEN
         finally:
             await browser.close()
+
+
+TRACE_URL = "http://127.0.0.1:16686/trace/{trace_id}"
+
+
+@pytest.fixture
+async def traced_admin(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[Admin]:
+    """The admin fixture with spans recorded (a provider of its own, not the global one) and
+    `BUTLER_TRACE_URL` set, so transitions carry trace ids and the page links them."""
+    provider = TracerProvider()
+    monkeypatch.setattr(trace, "get_tracer", lambda *a, **k: provider.get_tracer("butler"))
+    settings = admin_settings(tmp_path, trace_url=TRACE_URL)
+    store, llm, sink = MemoryStore(), ScriptedLLM(), CollectingSink()
+    async with (
+        wiring.open_app(settings, sink=sink, ports=wiring.Ports(store=store, llm=llm)) as app,
+        serve_admin(app, admin_config(settings)) as url,
+        aiohttp.ClientSession() as http,
+    ):
+        yield Admin(app, url, store, llm, sink, http)
+    provider.shutdown()
+
+
+async def test_user_page_and_machine_diagram(traced_admin: Admin, tmp_path: Path) -> None:
+    admin = traced_admin
+    chromium = require("chromium")
+    await admin.app.registry.tell_text("alice", "Добрый вечер, моя почта alice@example.org")
+    await admin.sink.wait_for(1)
+    await admin.app.registry.tell_text("alice", "Который час?")
+    await admin.sink.wait_for(2)
+    shots = Path(os.environ.get("BUTLER_TEST_SCREENSHOTS", tmp_path))
+    async with async_playwright() as pw:
+        browser = await pw.chromium.launch(executable_path=chromium, args=CHROMIUM_FLAGS)
+        try:
+            page = await browser.new_page(viewport={"width": 1000, "height": 1100})
+            await page.goto(admin.url + "/admin/")
+            await page.fill("#token", TOKEN)
+            await page.click("#login button")
+            await expect(page.locator("#status")).to_have_text("live")
+            # The diagram: directed edges labelled with triggers and how often each was taken.
+            edge = page.locator('#diagram g[data-edge="idle>generating"] text')
+            await expect(edge).to_contain_text("hear_text 2")
+            await expect(
+                page.locator('#diagram g[data-edge="generating>idle"] text')
+            ).to_contain_text("replied 2")
+            await expect(page.locator("#diagram marker#arrow")).to_have_count(1)
+            idle_fill = await page.locator('#diagram g[data-state="idle"] rect').get_attribute(
+                "fill"
+            )
+            empty_fill = await page.locator(
+                '#diagram g[data-state="compressing"] rect'
+            ).get_attribute("fill")
+            assert idle_fill != empty_fill  # coloured by how many actors are in it
+            diagram = await page.locator("#diagram").screenshot(path=str(shots / "machine.png"))
+            painted = colours(diagram)
+            assert _rgb(idle_fill) in painted  # the busy state's colour is on screen
+            assert len(painted) > 20  # text and lines, not a blank box
+
+            # The user's page, from the actors table.
+            await page.click('#actors tr[data-user="alice"] a')
+            await expect(page.locator("#user-id")).to_have_text("alice")
+            messages = page.locator("#conversation li")
+            await expect(messages).to_have_count(4)
+            await expect(messages.nth(0)).to_contain_text("Добрый вечер, моя почта [email]")
+            await expect(messages.nth(1)).to_have_class("assistant")
+            assert "alice@example.org" not in await page.content()
+            await expect(page.locator("#profile")).to_contain_text("language")
+            await expect(page.locator("#summary")).to_have_text("(no summary yet)")
+            rows = page.locator("#timeline tbody tr")
+            await expect(rows).to_have_count(4)
+            await expect(rows.nth(0)).to_contain_text("idle → generating")
+            await expect(rows.nth(0)).to_contain_text("hear_text")
+            link = rows.nth(0).locator("a")
+            href = await link.get_attribute("href")
+            assert href is not None
+            assert href.startswith("http://127.0.0.1:16686/trace/")
+            assert href.removeprefix("http://127.0.0.1:16686/trace/") == await link.text_content()
+            user = await page.screenshot(path=str(shots / "user.png"), full_page=True)
+            assert (238, 243, 255) in colours(user)  # the user's messages' bubbles
+            assert "#/users/alice" in page.url
+        finally:
+            await browser.close()
+
+
+def _rgb(css: str | None) -> tuple[int, int, int]:
+    assert css is not None
+    if css.startswith("#"):
+        return int(css[1:3], 16), int(css[3:5], 16), int(css[5:7], 16)
+    r, g, b = (int(v) for v in css.removeprefix("rgb(").removesuffix(")").split(","))
+    return r, g, b

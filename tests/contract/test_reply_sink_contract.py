@@ -19,8 +19,9 @@ from prometheus_client import CollectorRegistry
 
 from adapters.bootstrap.settings import Settings
 from adapters.entrypoints.chat import ConsoleSink
+from adapters.telegram.chat_actions import Typing
 from adapters.telegram.metrics import TelegramMetrics
-from adapters.telegram.outbound import Outbox, TelegramSink, Typing
+from adapters.telegram.outbound import Outbox, TelegramSink
 from adapters.telegram.service import make_session
 from engine.ports import OutgoingReply, ReplySink
 from tests.fakes import CollectingSink

@@ -224,3 +224,14 @@ def test_kill_mid_turn_loses_nothing_and_answers_once(
     assert len(users) == 3
     assert sorted(a for a, _ in answers) == sorted(u for (u,) in users)
     assert {n for _, n in answers} == {1}, "a message got two replies"
+
+
+def test_a_refused_key_is_named_in_the_hint(tmp_path: Path, llm_server: LLMServer) -> None:
+    llm_server.control({"mode": "error401"})
+    env = _env(tmp_path, llm_server, BUTLER_LLM_API_KEY="sk-wrong")
+    replies, err = chat(env, "Добрый вечер")
+    assert len(replies) == 1  # a canned (degraded) answer, not a crash
+    [hint] = [line for line in err.splitlines() if "refused" in line]
+    assert "BUTLER_LLM_API_KEY" in hint
+    assert "sk-wrong" not in err
+    assert "Traceback" not in err

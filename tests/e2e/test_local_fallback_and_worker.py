@@ -100,8 +100,8 @@ def test_worker_once_compresses_an_eligible_user(tmp_path: Path, llm_server: LLM
     assert shown["profile"]["memory_summary"].startswith("Сводка:")
     metrics = (tmp_path / "worker.prom").read_text()
     assert "personalized_memory_worker_runs_total 1.0" in metrics
-    assert "personalized_memory_worker_requests_total 1.0" in metrics
-    assert "personalized_memory_worker_consecutive_failures 0.0" in metrics
+    assert "butler_memory_worker_requests_total 1.0" in metrics
+    assert "butler_memory_worker_consecutive_failures 0.0" in metrics
     # Nothing left to do: a second run asks nobody and still succeeds.
     again = subprocess.run(
         [*BUTLER, "worker", "--once"],
@@ -115,4 +115,4 @@ def test_worker_once_compresses_an_eligible_user(tmp_path: Path, llm_server: LLM
     assert again.returncode == 0, again.stderr
     metrics = (tmp_path / "worker.prom").read_text()
     assert "personalized_memory_worker_runs_total 2.0" in metrics
-    assert "personalized_memory_worker_requests_total 1.0" in metrics
+    assert "butler_memory_worker_requests_total 1.0" in metrics

@@ -504,3 +504,32 @@ async def test_server_process_goes_down_and_back_over_http() -> None:
     finally:
         process.terminate()
         await process.wait()
+
+
+@pytest.mark.parametrize(("mode", "key"), [("error401", ""), ("error403", "sk-wrong")])
+async def test_a_refused_key_names_the_setting_that_holds_it(
+    mode: str, key: str, server: OpenAIServer, make_model: Any
+) -> None:
+    await server.set_mode(mode)
+    llm = make_model(server, api_key=key)
+
+    with pytest.raises(LLMRejected, match="BUTLER_LLM_API_KEY") as raised:
+        await llm.complete(request())
+    assert await llm.probe() is False
+    assert llm.problem is not None
+    assert "BUTLER_LLM_API_KEY" in llm.problem
+    said = "refused the key" if key else "wants an API key"
+    assert said in str(raised.value)
+    assert said in llm.problem
+    assert key == "" or key not in str(raised.value) + llm.problem  # the key itself never
+
+
+async def test_a_probe_of_a_server_that_answers_leaves_no_problem(
+    server: OpenAIServer, make_model: Any
+) -> None:
+    llm = make_model(server)
+    await server.set_mode("error401")
+    assert await llm.probe() is False
+    await server.set_mode("ok")
+    assert await llm.probe() is True
+    assert llm.problem is None

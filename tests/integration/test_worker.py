@@ -83,6 +83,9 @@ async def test_candidates_are_users_over_the_threshold_and_idle_users_with_histo
     ]
 
 
+STAMP = {"X-Butler-Admin": "1"}  # what Butler's admin server puts on every answer
+
+
 @dataclass
 class AdminStub:
     """What the service's admin route is expected to do: 202 for an authorised request."""
@@ -95,8 +98,8 @@ class AdminStub:
         auth = request.headers.get("Authorization", "")
         self.seen.append((request.match_info["user_id"], request.query.get("eager", ""), auth))
         if auth != f"Bearer {self.token}":
-            return web.json_response({"error": "unauthorised"}, status=401)
-        return web.json_response({"queued": True}, status=self.status)
+            return web.json_response({"error": "unauthorised"}, status=401, headers=STAMP)
+        return web.json_response({"queued": True}, status=self.status, headers=STAMP)
 
 
 @pytest.fixture
@@ -209,11 +212,11 @@ def test_metrics_count_runs_failures_and_carry_over_a_textfile(tmp_path: Path):
     r = second.registry
     assert _value(r, "personalized_memory_worker_runs_total") == 4
     assert _value(r, "personalized_memory_worker_errors_total") == 3
-    assert _value(r, "personalized_memory_worker_consecutive_failures") == 3
-    assert _value(r, "personalized_memory_worker_last_success_timestamp_seconds") == 1000.0
-    assert _value(r, "personalized_memory_worker_requests_total") == 3
+    assert _value(r, "butler_memory_worker_consecutive_failures") == 3
+    assert _value(r, "butler_memory_worker_last_success_timestamp_seconds") == 1000.0
+    assert _value(r, "butler_memory_worker_requests_total") == 3
     second.record(RunReport(1, 1, 0), now=1400.0)
-    assert _value(r, "personalized_memory_worker_consecutive_failures") == 0
+    assert _value(r, "butler_memory_worker_consecutive_failures") == 0
     WorkerMetrics(CollectorRegistry()).restore(tmp_path / "missing.prom")  # first run: no file
 
 
@@ -320,8 +323,8 @@ async def test_in_process_worker_compresses_through_the_service_registry(store):
             )
         finally:
             await worker_task.stop()
-    assert _value(registry_metrics, "personalized_memory_worker_requests_total") == 2
-    assert _value(registry_metrics, "personalized_memory_worker_consecutive_failures") == 0
+    assert _value(registry_metrics, "butler_memory_worker_requests_total") == 2
+    assert _value(registry_metrics, "butler_memory_worker_consecutive_failures") == 0
     counts = {
         u: (await store.load_turn(u, limit=0, before="\uffff")).memory.total_events
         for u in ("busy", "idle", "recent", "small")

@@ -34,7 +34,15 @@ def compose() -> dict[str, Any]:
 
 def test_compose_services_and_their_files() -> None:
     services = compose()["services"]
-    assert set(services) == {"butler", "mongo", "llm", "jaeger", "prometheus", "grafana"}
+    assert set(services) == {
+        "butler",
+        "mongo",
+        "llm",
+        "jaeger",
+        "prometheus",
+        "alertmanager",
+        "grafana",
+    }
     assert services["mongo"]["image"] == "mongo:7"
     assert (OPS / ".." / services["butler"]["build"]["dockerfile"]).resolve().is_file()
     for name, service in services.items():
@@ -48,7 +56,44 @@ def test_compose_services_and_their_files() -> None:
     assert env["BUTLER_STORE"].startswith("mongodb://mongo:27017/")
     assert env["OTEL_EXPORTER_OTLP_ENDPOINT"] == "http://jaeger:4318"
     assert env["BUTLER_LLM_URL"] == "http://llm:8080/v1"
-    assert "4318" in " ".join(services["jaeger"]["ports"])
+    jaeger = services["jaeger"]
+    assert jaeger["image"].startswith("jaegertracing/jaeger:2.")  # v1 is end of life
+    assert {"4317", "4318", "16686"} <= {p.rsplit(":", 1)[1] for p in jaeger["ports"]}
+    assert "COLLECTOR_OTLP_ENABLED" not in jaeger.get("environment", {})  # v1's switch
+
+
+def test_alerts_are_routed_to_the_stacks_alertmanager() -> None:
+    services = compose()["services"]
+    manager = services["alertmanager"]
+    assert manager["image"].startswith("prom/alertmanager:")
+    mounts = dict(v.split(":")[:2] for v in manager["volumes"])
+    config_path = next(a for a in manager["command"] if a.startswith("--config.file="))
+    source = next(s for s, target in mounts.items() if target == config_path.split("=", 1)[1])
+    config = yaml.safe_load((OPS / source).read_text())
+    receivers = {r["name"] for r in config["receivers"]}
+    route = config["route"]
+    assert route["receiver"] in receivers
+    assert all(r["receiver"] in receivers for r in route.get("routes", []))
+    assert all(r.get("webhook_configs") for r in config["receivers"])  # none a silent sink
+    prometheus = yaml.safe_load((OPS / "prometheus" / "prometheus.yml").read_text())
+    [target] = [
+        t
+        for manager_config in prometheus["alerting"]["alertmanagers"]
+        for static in manager_config["static_configs"]
+        for t in static["targets"]
+    ]
+    host, port = target.split(":")
+    assert host == "alertmanager"
+    assert any(p.endswith(f":{port}") for p in manager["ports"])
+    assert "alertmanager" in services["prometheus"]["depends_on"]
+    # The routes match on these severities; the default route takes any other alert.
+    severities = {
+        rule["labels"]["severity"]
+        for rules in (OPS / "prometheus" / "rules").glob("*.yml")
+        for group in yaml.safe_load(rules.read_text())["groups"]
+        for rule in group["rules"]
+    }
+    assert severities <= {"critical", "warning", "info"}
 
 
 def test_every_compose_variable_is_documented() -> None:
@@ -82,7 +127,16 @@ def dashboards() -> dict[str, dict[str, Any]]:
 
 def test_dashboards_are_valid_and_provisioned() -> None:
     boards = dashboards()
-    assert set(boards) == {"latency.json", "errors.json", "memory.json", "actors.json"}
+    assert set(boards) == {
+        "latency.json",
+        "errors.json",
+        "memory.json",
+        "actors.json",
+        "telegram.json",
+    }
+    telegram = " ".join(t["expr"] for p in boards["telegram.json"]["panels"] for t in p["targets"])
+    for name in ("butler_telegram_", 'source="voice"', 'state="transcribing"'):
+        assert name in telegram
     uids = [b["uid"] for b in boards.values()]
     assert len(set(uids)) == len(uids)
     for name, board in boards.items():

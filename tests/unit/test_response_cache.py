@@ -63,10 +63,8 @@ async def test_an_identical_prompt_is_answered_from_the_cache():
         await sink.wait_for(3)
     assert len([c for c in llm.calls if c.purpose == "reply"]) == 2
     assert sink.replies[0].text == sink.replies[1].text
-    assert metrics.get_sample_value("personalized_llm_cache_hits_total", {"purpose": "reply"}) == 1
-    assert (
-        metrics.get_sample_value("personalized_llm_cache_misses_total", {"purpose": "reply"}) == 2
-    )
+    assert metrics.get_sample_value("butler_llm_cache_hits_total", {"purpose": "reply"}) == 1
+    assert metrics.get_sample_value("butler_llm_cache_misses_total", {"purpose": "reply"}) == 2
     await store.erase_user("alice")
     assert all(owner != "alice" for owner, _, _ in store.cache.values())
 

@@ -19,9 +19,10 @@ from hypothesis import strategies as st
 from prometheus_client import CollectorRegistry
 
 from adapters.bootstrap.settings import Settings, SettingsError
+from adapters.telegram.chat_actions import Typing
 from adapters.telegram.intake import BoundedMap, RateLimiter, SeenUpdates
 from adapters.telegram.metrics import TelegramMetrics
-from adapters.telegram.outbound import Outbox, Pacer, TelegramSink, Typing, chat_of, user_of
+from adapters.telegram.outbound import Outbox, Pacer, TelegramSink, chat_of, user_of
 from adapters.telegram.service import Intake, poll, webhook_app
 from adapters.telegram.split import split_message, utf16_len
 from adapters.telegram.texts import language_of
