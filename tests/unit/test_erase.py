@@ -20,10 +20,11 @@ from adapters.admin.server import serve_admin
 from adapters.bootstrap.service import admin_config
 from adapters.bootstrap.settings import Settings
 from adapters.bootstrap.wiring import App, Ports, open_app
+from adapters.telegram.chat_actions import Typing
 from adapters.telegram.handlers import FrontDoor
 from adapters.telegram.intake import RateLimiter
 from adapters.telegram.metrics import TelegramMetrics
-from adapters.telegram.outbound import Outbox, Typing
+from adapters.telegram.outbound import Outbox
 from engine.errors import ShuttingDown
 from engine.messages import CompressMemory
 from tests.fakes import CollectingSink, ManualClock, MemoryStore, ScriptedLLM
