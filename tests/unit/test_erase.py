@@ -100,13 +100,19 @@ async def erase(request: pytest.FixtureRequest, engine: Engine) -> AsyncIterator
         yield post
 
 
+async def _known_user(engine: Engine) -> None:
+    """USER has talked once and has a summary: there is something to forget."""
+    await engine.app.registry.tell_text(USER, "Меня зовут Брюс")
+    await engine.sink.wait_for(1)
+    profile = engine.store.profiles[USER]
+    engine.store.profiles[USER] = profile.with_summary("Хозяин Брюс.", "", NEVER)
+
+
 async def test_erase_forgets_everything_and_answers_nothing_that_waited(
     engine: Engine, erase: Erase
 ) -> None:
     store, llm, sink, registry = engine.store, engine.llm, engine.sink, engine.app.registry
-    await registry.tell_text(USER, "Меня зовут Брюс")
-    await sink.wait_for(1)
-    store.profiles[USER] = store.profiles[USER].with_summary("Хозяин Брюс.", "", NEVER)
+    await _known_user(engine)
     await store.cache_answer("k-user", USER, "cached", expires_at=NEVER)
     await store.cache_answer("k-other", "tg:1", "someone else's", expires_at=NEVER)
     llm.gate = asyncio.Event()
@@ -149,9 +155,7 @@ async def test_a_message_during_the_erase_waits_and_starts_afresh(
     engine: Engine, erase: Erase
 ) -> None:
     store, llm, sink, registry = engine.store, engine.llm, engine.sink, engine.app.registry
-    await registry.tell_text(USER, "Меня зовут Брюс")
-    await sink.wait_for(1)
-    store.profiles[USER] = store.profiles[USER].with_summary("Хозяин Брюс.", "", NEVER)
+    await _known_user(engine)
     llm.gate = asyncio.Event()
     await registry.tell_text(USER, "в работе")
     await _until(lambda: len(llm.calls) == 2)
