@@ -100,8 +100,10 @@ class UserProfile:
 class MemoryEvent:
     """One remembered utterance. Ids sort in creation order within a process.
 
-    `reply_to` links an assistant event to the user event it answers; a user event with no
-    such answer is still owed a reply. `tokens` is counted once, when the event is made, so a
+    `reply_to` links an assistant event to the user event it answers. A turn may answer several
+    messages at once (a burst folded into one turn): its reply names the newest of them, and
+    it answers that message and every earlier one. A user event newer than every reply's
+    `reply_to` is still owed a reply. `tokens` is counted once, when the event is made, so a
     prompt's budget is a sum rather than a recount. `origin` names where a user message came
     from (`tg:<update_id>`), unique per user in the store, so a message delivered twice (a
     retried webhook, a redelivered update after a crash) is stored once; empty: no such key.
@@ -116,6 +118,14 @@ class MemoryEvent:
     tokens: int
     reply_to: str = ""
     origin: str = ""
+
+    @property
+    def position(self) -> tuple[str, int, str]:
+        """Where the event stands in the conversation: a reply right after the message it
+        answers, although it was stored later (after the later messages of a burst)."""
+        if self.role == "assistant" and self.reply_to:
+            return (self.reply_to, 1, self.id)
+        return (self.id, 0, self.id)
 
 
 @dataclass(frozen=True, slots=True)

@@ -204,11 +204,12 @@ class PromptBuilder:
             kept.append(event)
             used += cost
         kept.reverse()
+        while kept and kept[0].role == "assistant":  # a reply whose message was dropped
+            used -= kept.pop(0).tokens + MESSAGE_OVERHEAD_TOKENS
 
         system = persona if not summary_text else f"{persona}\n\n{summary_text}"
         messages = [ChatMessage("system", system)]
-        messages.extend(ChatMessage(e.role, e.content) for e in kept)
-        messages.append(ChatMessage("user", message))
+        messages.extend(alternating([*((e.role, e.content) for e in kept), ("user", message)]))
         return Prompt(
             messages=tuple(messages),
             tokens=SectionTokens(persona_tokens, summary_tokens, used, msg_tokens),
@@ -217,3 +218,16 @@ class PromptBuilder:
             events_dropped=len(events) - len(kept),
             summary_truncated=truncated,
         )
+
+
+def alternating(turns: Sequence[tuple[str, str]]) -> list[ChatMessage]:
+    """Chat messages whose roles alternate: consecutive turns of one role (messages folded
+    into one turn, a message left unanswered) become one message, lines joined."""
+    merged: list[ChatMessage] = []
+    for role, content in turns:
+        if merged and merged[-1].role == role:
+            joined = "\n".join(part for part in (merged[-1].content, content) if part)
+            merged[-1] = ChatMessage(role, joined)
+        else:
+            merged.append(ChatMessage(role, content))
+    return merged

@@ -10,6 +10,7 @@ actor then does, at that instant, whatever its timers make due (store retry, pro
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from itertools import pairwise
 from typing import Literal
 
 Kind = Literal["reply", "degraded", "voice_rejected"]
@@ -180,8 +181,7 @@ class ConversationModel:
             self._reply(user, number, "degraded")
             return
         self.half_open_turns += user.breaker_open
-        shown = min(self.rules.keep_last, user.memory.index(("u", number)))
-        user.calls.append((number, shown))
+        user.calls.append((number, _shown(user.memory, number, self.rules.keep_last)))
         if not self.llm_up:
             self._trip(user)
             self._reply(user, number, "degraded")
@@ -254,3 +254,18 @@ class ConversationModel:
 def _recovered(message: Msg) -> Msg:
     """A stored message brought back from the store: a voice note's audio did not survive."""
     return Msg(message.number, "lost") if message.voice else message
+
+
+def _shown(memory: list[tuple[str, int]], number: int, limit: int) -> int:
+    """How many chat messages come before message `number` in its prompt.
+
+    The conversation as it stands when the turn starts: earlier messages and the replies to
+    them, each reply right after its message however late it was stored; the newest `limit`
+    of those; a leading reply without its message left out; then runs of one role make one
+    chat message, the new message joining a run of unanswered ones before it.
+    """
+    before = sorted((n, kind == "r") for kind, n in memory if n < number)[-limit:] if limit else []
+    while before and before[0][1]:
+        before.pop(0)
+    roles = [is_reply for _, is_reply in before] + [False]
+    return sum(1 for a, b in pairwise(roles) if a != b)  # runs of one role, less the new one

@@ -150,10 +150,14 @@ class MemoryStore:
         self._ensure_open()
 
     async def load_turn(self, user_id: str, *, limit: int, before: str) -> TurnContext:
-        """The profile, the `limit` newest events with ids below `before`, and the count."""
+        """The profile, the `limit` newest events of the conversation before message
+        `before` (in `MemoryEvent.position` order), and the count."""
         self._ensure_open()
         events = self._ordered(user_id)
-        older = [event for event in events if event.id < before]
+        older = sorted(
+            (event for event in events if event.position[0] < before),
+            key=lambda event: event.position,
+        )
         recent = tuple(older[-limit:]) if limit > 0 else ()
         profile = self.data.profiles.get(user_id)
         summary = "" if profile is None else profile.memory_summary
@@ -163,8 +167,8 @@ class MemoryStore:
         """User events with no assistant event replying to them, oldest first."""
         self._ensure_open()
         events = self._ordered(user_id)
-        answered = {event.reply_to for event in events if event.role == "assistant"}
-        return [event for event in events if event.role == "user" and event.id not in answered]
+        answered = max((e.reply_to for e in events if e.role == "assistant"), default="")
+        return [event for event in events if event.role == "user" and event.id > answered]
 
     # -- compaction and retention ------------------------------------------------------------
 

@@ -288,7 +288,8 @@ class MongoStore:
             # A concurrent upsert created it first: the profile exists, as asked.
 
     async def load_turn(self, user_id: str, *, limit: int, before: str) -> TurnContext:
-        """The profile, the `limit` newest events with ids below `before`, and the count."""
+        """The profile, the `limit` newest events of the conversation before message
+        `before` (in `MemoryEvent.position` order), and the count."""
         async with self._op():
             profile, recent, count = await _together(
                 self._profiles.find_one({"user_id": user_id}, _NO_PROJECTION),
@@ -301,23 +302,43 @@ class MongoStore:
         return TurnContext(found, MemorySlice(events, summary, count))
 
     async def _recent(self, user_id: str, limit: int, before: str) -> list[Doc]:
+        """The conversation before message `before`, newest first, in
+        `MemoryEvent.position` order: a reply right after the message it answers."""
         if limit <= 0:
             return []
-        cursor = self._events.find({"user_id": user_id, "id": {"$lt": before}}, _NO_PROJECTION)
-        return await cursor.sort("id", -1).limit(limit).to_list(None)
+        is_reply = {
+            "$and": [{"$eq": ["$role", "assistant"]}, {"$gt": [{"$ifNull": ["$reply_to", ""]}, ""]}]
+        }
+        pipeline: list[Doc] = [
+            {"$match": {"user_id": user_id}},
+            {
+                "$addFields": {
+                    "_position": {"$cond": [is_reply, "$reply_to", "$id"]},
+                    "_reply": {"$cond": [is_reply, 1, 0]},
+                }
+            },
+            {"$match": {"_position": {"$lt": before}}},
+            {"$sort": {"_position": -1, "_reply": -1, "id": -1}},
+            {"$limit": limit},
+            {"$project": {"_id": 0, "_position": 0, "_reply": 0}},
+        ]
+        cursor = await self._events.aggregate(pipeline)
+        return await cursor.to_list(None)
 
     async def unanswered(self, user_id: str) -> list[MemoryEvent]:
-        """User events with no assistant event replying to them, oldest first."""
-        replies = self._events.find(
+        """User events newer than every reply's `reply_to`, oldest first (a reply answers
+        its message and every earlier one: a folded burst has one reply)."""
+        newest = self._events.find(
             {"user_id": user_id, "role": "assistant"}, {"_id": 0, "reply_to": 1}
         )
-        asked = self._events.find({"user_id": user_id, "role": "user"}, _NO_PROJECTION)
         async with self._op():
-            answered, pending = await _together(
-                replies.to_list(None), asked.sort("id", 1).to_list(None)
+            found = await newest.sort("reply_to", -1).limit(1).to_list(None)
+            answered = str(found[0].get("reply_to") or "") if found else ""
+            asked = self._events.find(
+                {"user_id": user_id, "role": "user", "id": {"$gt": answered}}, _NO_PROJECTION
             )
-        replied = {doc.get("reply_to") for doc in answered}
-        return [decode_event(doc) for doc in pending if doc.get("id") not in replied]
+            pending = await asked.sort("id", 1).to_list(None)
+        return [decode_event(doc) for doc in pending]
 
     # -- compaction and retention ------------------------------------------------------------
 

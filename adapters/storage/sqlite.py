@@ -68,16 +68,21 @@ _MARK_DELIVERED = """
     UPDATE user_memory SET delivered = ?
     WHERE user_id = ? AND id = ? AND role = 'assistant' AND delivered IS NULL"""
 _RECENT_EVENTS = """
-    SELECT id, role, content, source, created_at, tokens, reply_to, origin
-    FROM user_memory WHERE user_id = ? AND id < ? ORDER BY id DESC LIMIT ?"""
+    SELECT id, role, content, source, created_at, tokens, reply_to, origin FROM (
+        SELECT *, CASE WHEN role = 'assistant' AND reply_to <> '' THEN reply_to ELSE id END
+            AS position
+        FROM user_memory WHERE user_id = ?)
+    WHERE position < ? ORDER BY position DESC, role = 'assistant' DESC, id DESC LIMIT ?"""
+"""The conversation before a message, in `MemoryEvent.position` order (newest first)."""
 _COUNT_EVENTS = "SELECT count(*) FROM user_memory WHERE user_id = ?"
 _UNANSWERED = """
     SELECT id, role, content, source, created_at, tokens, reply_to, origin
     FROM user_memory AS u
     WHERE u.user_id = ? AND u.role = 'user' AND NOT EXISTS (
         SELECT 1 FROM user_memory AS a
-        WHERE a.user_id = u.user_id AND a.role = 'assistant' AND a.reply_to = u.id)
+        WHERE a.user_id = u.user_id AND a.role = 'assistant' AND a.reply_to >= u.id)
     ORDER BY u.id"""
+"""A reply answers its message and every earlier one (a folded burst has one reply)."""
 _EVENTS_BEFORE = """
     SELECT id, role, content, source, created_at, tokens, reply_to, origin
     FROM user_memory WHERE user_id = ? ORDER BY id DESC LIMIT -1 OFFSET ?"""
@@ -191,11 +196,12 @@ class SqliteStore:
         await self._write(lambda conn: _execute(conn, _MARK_DELIVERED, params))
 
     async def load_turn(self, user_id: str, *, limit: int, before: str) -> TurnContext:
-        """The profile, the `limit` newest events with ids below `before`, and the count."""
+        """The profile, the `limit` newest events of the conversation before message
+        `before` (in `MemoryEvent.position` order), and the count."""
         return await self._read(lambda conn: _turn(conn, user_id, max(limit, 0), before))
 
     async def unanswered(self, user_id: str) -> list[MemoryEvent]:
-        """User events with no assistant event replying to them, oldest first."""
+        """User events newer than every reply's `reply_to`, oldest first."""
         return await self._read(lambda conn: _events(conn, _UNANSWERED, user_id, (user_id,)))
 
     async def events_before(self, user_id: str, *, keep_last: int) -> list[MemoryEvent]:

@@ -125,6 +125,25 @@ async def test_load_turn_only_reads_events_below_before(store: Store, events: Ev
     assert (await store.load_turn("u1", limit=0, before=events.next_id())).memory.events == ()
 
 
+async def test_load_turn_puts_each_reply_right_after_the_message_it_answers(
+    store: Store, events: Events
+):
+    # A burst: three messages stored before the first reply; replies follow in turn.
+    m1, m2, m3 = (events.make("u1", f"message {i}") for i in range(3))
+    r1 = events.make("u1", "reply 1", role="assistant", reply_to=m1.id)
+    r2 = events.make("u1", "reply 2", role="assistant", reply_to=m2.id)
+    await store.append([m1, m2, m3, r1, r2])
+    turn = await store.load_turn("u1", limit=20, before=m3.id)
+    assert turn.memory.events == (m1, r1, m2, r2)
+    assert (await store.load_turn("u1", limit=20, before=m2.id)).memory.events == (m1, r1)
+    assert (await store.load_turn("u1", limit=3, before=m3.id)).memory.events == (r1, m2, r2)
+    assert (await store.load_turn("u1", limit=20, before=m1.id)).memory.events == ()
+    r3 = events.make("u1", "reply 3", role="assistant", reply_to=m3.id)
+    await store.append([r3])
+    everything = await store.load_turn("u1", limit=20, before=events.next_id())
+    assert everything.memory.events == (m1, r1, m2, r2, m3, r3)
+
+
 async def test_load_turn_of_a_stranger_is_empty(store: Store, events: Events):
     await store.append(events.many("u1", 3))
     turn = await store.load_turn("stranger", limit=20, before=events.next_id())
@@ -164,6 +183,16 @@ async def test_unanswered_lists_user_events_without_a_reply_oldest_first(
     assert await store.unanswered("u1") == [pending_a, pending_b]
     assert await store.unanswered("u2") == []
     assert await store.unanswered("nobody") == []
+
+
+async def test_a_reply_answers_its_message_and_every_earlier_one(store: Store, events: Events):
+    # A folded burst: one reply, to the newest message of the batch.
+    m1, m2, m3 = (events.make("u1", f"line {i}") for i in range(3))
+    batch_reply = events.make("u1", "one answer", role="assistant", reply_to=m2.id)
+    await store.append([m1, m2, m3, batch_reply])
+    assert await store.unanswered("u1") == [m3]
+    await store.append([events.make("u1", "and that", role="assistant", reply_to=m3.id)])
+    assert await store.unanswered("u1") == []
 
 
 # Compaction and retention

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import replace
 from datetime import UTC, datetime
 
@@ -157,9 +157,27 @@ class TestBuild:
 
     def test_an_event_too_big_stops_older_ones_from_being_kept(self) -> None:
         # Contiguity: an older small event is not kept behind a dropped big one.
-        events = make_events(["small", "x" * 2000, "recent"])
+        events = make_events(["small", "x" * 2000, "question", "recent"])
         prompt = build(builder(Budget(memory=100)), profile("en"), events, "Hi")
-        assert [m.content for m in prompt.messages[1:-1]] == ["recent"]
+        assert [m.content for m in prompt.messages[1:-1]] == ["question", "recent"]
+
+    def test_roles_alternate_when_messages_of_one_role_follow_each_other(self) -> None:
+        # Two messages left unanswered (or folded into one turn) before the new one.
+        events = make_events(["Добрый вечер", "Чем могу служить?", "Первое", "ответ"])
+        unanswered = replace(events[2], id=events[2].id + "0", content="Второе")
+        history = [*events[:3], unanswered]
+        prompt = build(builder(), profile("ru"), history, "Третье")
+        roles = [m.role for m in prompt.messages]
+        assert roles == ["system", "user", "assistant", "user"]
+        assert prompt.messages[-1].content == "Первое\nВторое\nТретье"
+
+    def test_a_reply_whose_message_was_dropped_is_dropped_too(self) -> None:
+        events = make_events(["x" * 400, "ответ на длинное", "вопрос", "ответ"])
+        prompt = build(builder(Budget(memory=60)), profile("ru"), events[1:], "Ещё")
+        assert [m.role for m in prompt.messages] == ["system", "user", "assistant", "user"]
+        assert prompt.messages[1].content == "вопрос"
+        assert prompt.events_used == 2
+        assert prompt.events_dropped == 1
 
     def test_summary_is_cut_only_after_every_event_is_gone(self) -> None:
         summary = "Хозяин любит чай и шахматы. " * 8
@@ -229,12 +247,20 @@ def test_prompts_fit_the_total_budget(
     assert t.total == t.persona + t.summary + t.memory + t.message
     assert t.total <= budget.total
     assert t.memory <= budget.memory
-    assert prompt.messages[-1] == ChatMessage("user", message)
+    chat = prompt.messages[1:]
+    assert [m.role for m in chat] == ["user", "assistant"] * (len(chat) // 2) + ["user"]
+    assert chat[-1].content.endswith(message)  # the message is never cut
     assert prompt.events_used + prompt.events_dropped == len(events)
-    kept = list(prompt.messages[1:-1])
-    tail = events[len(events) - prompt.events_used :]
-    assert kept == [ChatMessage(e.role, e.content) for e in tail]
+    tail = events[len(events) - prompt.events_used :] if prompt.events_used else []
+    assert not tail or tail[0].role == "user"
+    # Nothing kept is lost or reordered by joining a role's run into one message.
+    parts = [*(e.content for e in tail), message]
+    assert _lines(m.content for m in chat) == _lines(parts)
     assert t.memory == sum(e.tokens + MESSAGE_OVERHEAD_TOKENS for e in tail)
+
+
+def _lines(contents: Iterable[str]) -> str:
+    return "\n".join(part for part in contents if part)
 
 
 @settings(max_examples=300, deadline=None)
