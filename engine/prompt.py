@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from engine.domain import Language, MemoryEvent, UserProfile
+from engine.domain import Language, MemoryEvent, Role, UserProfile
 from engine.errors import MessageTooLong
 from engine.ports import ChatMessage, CompletionRequest, TokenCounter
 
@@ -220,7 +220,7 @@ class PromptBuilder:
         )
 
 
-def alternating(turns: Sequence[tuple[str, str]]) -> list[ChatMessage]:
+def alternating(turns: Sequence[tuple[Role, str]]) -> list[ChatMessage]:
     """Chat messages whose roles alternate: consecutive turns of one role (messages folded
     into one turn, a message left unanswered) become one message, lines joined."""
     merged: list[ChatMessage] = []
