@@ -32,6 +32,8 @@ class ActorSettings:
     cache_ttl_s: float = 24 * 3600.0  # the response cache; 0 turns it off
     model_name: str = ""  # part of the cache key: the model (or the endpoints) answering
     redact_memory: bool = False  # PII is replaced before user text is stored or prompted
+    coalesce_s: float = 0.0
+    """Messages arriving this soon after one that found the actor idle share its turn."""
 
     def memory_text(self, text: str) -> str:
         """`text` as memory may hold it: redacted when `redact_memory` is on."""

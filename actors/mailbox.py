@@ -64,19 +64,33 @@ class Mailbox(Generic[T]):
     async def take(self, timeout: float | None = None) -> T | None:  # noqa: ASYNC109 - one timer, no task
         """The oldest item, or None when `timeout` passes (or `wake()` is called) first."""
         if not self._items:
-            loop = asyncio.get_running_loop()
-            waiter: asyncio.Future[None] = loop.create_future()
-            self._waiter = waiter
-            handle = None if timeout is None else loop.call_later(timeout, _resolve, waiter)
-            try:
-                await waiter
-            finally:
-                self._waiter = None
-                if handle is not None:
-                    handle.cancel()
+            await self.wait(timeout)
             if not self._items:
                 return None
         return self._items.popleft()
+
+    def peek(self) -> T | None:
+        """The oldest item, left in place; None when empty."""
+        return self._items[0] if self._items else None
+
+    def take_now(self) -> T:
+        """The oldest item, which must be there (after `peek`)."""
+        return self._items.popleft()
+
+    async def wait(self, timeout: float | None = None) -> None:  # noqa: ASYNC109 - one timer, no task
+        """Return once an item waits, `timeout` passes or `wake()` is called."""
+        if self._items:
+            return
+        loop = asyncio.get_running_loop()
+        waiter: asyncio.Future[None] = loop.create_future()
+        self._waiter = waiter
+        handle = None if timeout is None else loop.call_later(timeout, _resolve, waiter)
+        try:
+            await waiter
+        finally:
+            self._waiter = None
+            if handle is not None:
+                handle.cancel()
 
     def _wake(self) -> None:
         if self._waiter is not None:

@@ -72,11 +72,13 @@ class Registry:
         source: Source = "text",
         language: Language | None = None,
         origin: str = "",
+        joins: bool = False,
     ) -> Ticket:
         """Store `text` as the user's message and queue it; never waits for a mailbox slot.
 
         `origin` names the delivery it came in (`tg:msg:<message_id>`): a second message with
         the same origin is recognised in the store and answered `Repeated`, not again.
+        `joins`: over the user's rate; answered with the turn ahead of it (`HandleText`).
 
         Raises:
             ShuttingDown: the registry is draining.
@@ -84,7 +86,8 @@ class Registry:
         """
         actor = await self._actor(user_id, language)
         event = intake.new_event(self._deps, actor, text, source, origin)
-        return await intake.accept(self._deps, actor, HandleText(event), event, language)
+        command = HandleText(event, joins=joins)
+        return await intake.accept(self._deps, actor, command, event, language)
 
     async def tell_voice(
         self, user_id: str, audio: bytes, *, language: Language | None = None, origin: str = ""

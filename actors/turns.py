@@ -42,10 +42,10 @@ log = logging.getLogger(__name__)
 
 
 async def on_text(actor: UserActor, cmd: HandleText, envelope: Envelope) -> None:
-    actor.owed = cmd.event
+    actor.owed = cmd.event  # one reply to the newest answers the batch
     actor.turn_started = actor.deps.clock.monotonic()
     actor.fire(Trigger.HEAR_TEXT)
-    await answer(actor, cmd.event, envelope)
+    await answer(actor, cmd.event, envelope, cmd.earlier)
 
 
 async def on_voice(actor: UserActor, cmd: HandleVoice, envelope: Envelope) -> None:
@@ -75,16 +75,22 @@ async def on_voice(actor: UserActor, cmd: HandleVoice, envelope: Envelope) -> No
     await answer(actor, event, envelope)
 
 
-async def answer(actor: UserActor, event: MemoryEvent, envelope: Envelope) -> None:
+async def answer(
+    actor: UserActor,
+    event: MemoryEvent,
+    envelope: Envelope,
+    earlier: tuple[MemoryEvent, ...] = (),
+) -> None:
+    """Answer `event`, and with it the `earlier` messages of its batch, in one reply."""
     deps = actor.deps
-    context = await port_calls.load(actor, event)
+    context = await port_calls.load(actor, earlier[0] if earlier else event)
     profile = context.profile or UserProfile.new(actor.user_id, event.created_at, actor.language)
     actor.language = profile.language
     if not actor.breaker.may_try(deps.clock.monotonic()):
         await degraded(actor, event, envelope)
         return
     try:
-        prompt = port_calls.build_prompt(actor, profile, context, event)
+        prompt = port_calls.build_prompt(actor, profile, context, _together(event, earlier))
     except MessageTooLong as exc:
         text = line("too_long", actor.language, event.id, tokens=exc.tokens, budget=exc.budget)
         await finish(actor, event, text, "declined", Trigger.DECLINED, envelope)
@@ -100,6 +106,16 @@ async def answer(actor: UserActor, event: MemoryEvent, envelope: Envelope) -> No
     actor.breaker.close()
     await finish(actor, event, completion.text, "reply", Trigger.REPLIED, envelope)
     await compaction.maybe_compress(actor, profile, context.memory.total_events + 1)
+
+
+def _together(event: MemoryEvent, earlier: tuple[MemoryEvent, ...]) -> MemoryEvent:
+    """The batch as the one message the prompt ends with, lines in the order written."""
+    if not earlier:
+        return event
+    batch = (*earlier, event)
+    content = "\n".join(e.content for e in batch if e.content)
+    tokens = sum(e.tokens for e in batch) + len(earlier)  # a newline between lines
+    return replace(event, content=content, tokens=tokens)
 
 
 async def degraded(actor: UserActor, event: MemoryEvent, envelope: Envelope) -> None:

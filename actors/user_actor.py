@@ -17,7 +17,7 @@ from contextvars import ContextVar
 from opentelemetry import context as otel_context
 from opentelemetry import trace
 
-from actors import outbox, recovery, turns
+from actors import batch, outbox, recovery, turns
 from actors.deps import ActorDeps
 from actors.envelope import Envelope
 from actors.history import HISTORY_SIZE, TransitionRecord
@@ -188,7 +188,7 @@ class UserActor:
                     self.mailbox.push_front(envelope)
                 return
             if envelope is not None:
-                await self.handle(envelope)
+                await self.handle(await batch.gather(self, envelope))
                 envelope = None  # an idle actor holds no message text
                 self.last_active = clock.monotonic()
                 continue

@@ -21,9 +21,21 @@ from engine.domain import (
 
 @dataclass(frozen=True, slots=True)
 class HandleText:
-    """Answer a stored user message."""
+    """Answer a stored user message, and with it `earlier`: messages of the same turn before
+    it (lines written in one breath, over-rate messages), answered by one reply to `event`.
+
+    `joins`: the message came over the user's rate; it has no turn of its own but joins the
+    turn ahead of it (or, when none waits, starts one that later such messages join).
+    """
 
     event: MemoryEvent
+    earlier: tuple[MemoryEvent, ...] = ()
+    joins: bool = False
+
+    @property
+    def events(self) -> tuple[MemoryEvent, ...]:
+        """Every message the turn answers, oldest first."""
+        return (*self.earlier, self.event)
 
 
 @dataclass(frozen=True, slots=True)

@@ -42,7 +42,9 @@ def make_deps(
     base = Settings.from_env({"BUTLER_DATA_DIR": str(Path("/nonexistent/butler-tests"))})
     base = replace(
         base,
-        actors=settings or base.actors,
+        # One turn per message unless a test asks for coalescing: a manual clock would
+        # never see a coalescing window close.
+        actors=settings or replace(base.actors, coalesce_s=0.0),
         policy=policy or base.policy,
         budget=budget or base.budget,
     )

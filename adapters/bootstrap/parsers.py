@@ -62,6 +62,11 @@ def number(*, zero: bool = False) -> Callable[[str], float]:
     return parse
 
 
+def millis(raw: str) -> float:
+    """Milliseconds (an integer, 0 allowed) as seconds."""
+    return integer(minimum=0)(raw) / 1000
+
+
 def flag(raw: str) -> bool:
     value = raw.lower()
     if value in _TRUE | _FALSE:

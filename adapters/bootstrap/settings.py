@@ -60,7 +60,8 @@ class Settings:
     retention_interval_s: float = 3600.0
     budget: Budget = Budget()
     policy: CompressionPolicy = CompressionPolicy()
-    actors: ActorSettings = ActorSettings()
+    # The service coalesces lines written in one breath; the engine alone does not.
+    actors: ActorSettings = ActorSettings(coalesce_s=0.4)
     stt: SttSettings = SttSettings()
     log_level: str = "WARNING"
     telegram: TelegramSettings = TelegramSettings()

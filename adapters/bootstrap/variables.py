@@ -111,6 +111,9 @@ VARIABLES: tuple[Variable, ...] = (
        "`1`: replace e-mails, phones, cards and passports before text is stored or prompted"),
     _v("BUTLER_MAILBOX_CAPACITY", "actors.mailbox_capacity", _POSITIVE, "32",
        "messages that may wait per user"),
+    _v("BUTLER_COALESCE_MS", "actors.coalesce_s", p.millis, "400",
+       "milliseconds: text messages arriving this soon after one that found the actor idle "
+       "are answered as one turn (lines written in one breath); 0: every message its own"),
     _v("BUTLER_IDLE_TIMEOUT_S", "actors.idle_timeout_s", _SECONDS, "900",
        "seconds before an idle actor is passivated"),
     _v("BUTLER_WHISPER_MODEL", "stt.model", p.text, "",
@@ -140,9 +143,10 @@ VARIABLES: tuple[Variable, ...] = (
     _v("BUTLER_ALLOWED_USERS", "telegram.allowed_users", p.user_ids, "",
        "comma-separated Telegram user ids the bot serves; empty: everyone"),
     _v("BUTLER_RATE_LIMIT_PER_MINUTE", "telegram.rate_per_minute", _COUNT, "20",
-       "messages per user per minute; 0 turns the limit off"),
+       "turns per user per minute; a message over it is stored and answered with the turn "
+       "ahead of it (never dropped); 0 turns the limit off"),
     _v("BUTLER_RATE_LIMIT_BURST", "telegram.rate_burst", _POSITIVE, "10",
-       "messages a user may send at once before the rate applies"),
+       "messages a user may send at once, each its own turn, before the rate applies"),
     _v("BUTLER_VOICE_QUOTE_TRANSCRIPT", "telegram.quote_transcript", p.flag, "1",
        "quote the transcript above the reply to a voice note"),
     _v("BUTLER_ADMIN_ADDR", "admin_addr", p.host_port, "127.0.0.1:8377",

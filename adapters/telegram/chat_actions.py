@@ -51,9 +51,13 @@ class Typing:
             task.add_done_callback(lambda _: self._ended(chat_id, task))
 
     def end(self, chat_id: int, key: Hashable) -> None:
+        """A reply to message `key` came. A reply to an event id answers that message and
+        every earlier one of the chat (a batch answered as one turn): ids sort by time."""
         keys = self._pending.get(chat_id)
         if keys is None:
             return
+        if isinstance(key, str):
+            keys.difference_update([k for k in keys if isinstance(k, str) and k <= key])
         keys.discard(key)
         if not keys:
             self.forget(chat_id)

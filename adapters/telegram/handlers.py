@@ -81,19 +81,21 @@ class FrontDoor:
         )
 
     async def admitted(self, message: Message) -> bool:
-        """Allowlist and rate limit; the user is told politely when refused."""
+        """The allowlist; a stranger is told politely."""
         user = message.from_user
         assert user is not None
         if self.allowed_users and user.id not in self.allowed_users:
             self.metrics.update("message", "not_allowed")
             await self.say(message.chat.id, "not_allowed", self.language(user))
             return False
-        allowed, first_refusal = self.limiter.allow(user.id)
-        if not allowed:
-            self.metrics.update("message", "rate_limited")
-            if first_refusal:
-                await self.say(message.chat.id, "rate_limited", self.language(user))
+        return True
+
+    def over_rate(self, user: User, kind: str = "message") -> bool:
+        """Whether the message comes over the user's rate: it is still stored and answered,
+        joining the turn ahead of it instead of costing the model a call of its own."""
+        if self.limiter.allow(user.id):
             return False
+        self.metrics.update(kind, "folded")
         return True
 
     async def accepted(self, message: Message, ticket: Ticket, *, arrived: float) -> None:
@@ -192,6 +194,7 @@ class FrontDoor:
                 message.text or "",
                 language=language_of(user.language_code),
                 origin=origin_of(message),
+                joins=self.over_rate(user),
             )
         except StoreUnavailable:
             await self.store_down(message)
@@ -223,6 +226,7 @@ class FrontDoor:
                 correction,
                 language=language_of(user.language_code),
                 origin=origin_of(edited, edit=True),
+                joins=self.over_rate(user, "edited_message"),
             )
         except StoreUnavailable:
             await self.store_down(edited)
@@ -237,6 +241,9 @@ class FrontDoor:
         assert media is not None
         if not await self.admitted(message):
             return
+        # Counted, never refused or folded: a voice note has its own turn (it must be heard
+        # first), and the transcriber has its own bound; texts after it may fold.
+        self.limiter.allow(user.id)
         chat_id = message.chat.id
         language = self.language(user)
         if media.duration > self.voice_max_seconds:

@@ -70,16 +70,15 @@ class SeenUpdates:
 class _Bucket:
     tokens: float
     stamp: float
-    warned: bool = False
 
 
 @dataclass(slots=True)
 class RateLimiter:
-    """A token bucket per user: `per_minute` messages a minute, bursts up to `burst`.
+    """A token bucket per user: `per_minute` turns a minute, bursts up to `burst`.
 
-    `per_minute == 0` turns the limit off. `allow` says whether to take the message and, when
-    refusing, whether this is the first refusal since the user was last allowed (so the polite
-    answer is sent once, not once per message).
+    `per_minute == 0` turns the limit off. A message over the rate is not refused: it is
+    stored and joins the turn ahead of it (`HandleText.joins`), so the limit bounds model
+    calls, never what the user wrote.
     """
 
     per_minute: int
@@ -91,10 +90,10 @@ class RateLimiter:
     def __post_init__(self) -> None:
         self._buckets = BoundedMap(self.capacity)
 
-    def allow(self, user: int) -> tuple[bool, bool]:
-        """(allowed, first refusal)."""
+    def allow(self, user: int) -> bool:
+        """Whether the user's message may have a turn of its own now (and count it)."""
         if self.per_minute == 0:
-            return True, False
+            return True
         now = self.clock()
         bucket = self._buckets.get(user)
         if bucket is None:
@@ -105,11 +104,8 @@ class RateLimiter:
         bucket.stamp = now
         if bucket.tokens >= 1.0:
             bucket.tokens -= 1.0
-            bucket.warned = False
-            return True, False
-        first = not bucket.warned
-        bucket.warned = True
-        return False, first
+            return True
+        return False
 
     def forget(self, user: int) -> None:
         self._buckets.pop(user)

@@ -20,7 +20,6 @@ TextKind = Literal[
     "forget_done",
     "forget_cancelled",
     "unsupported",
-    "rate_limited",
     "not_allowed",
     "voice_too_big",
     "voice_too_long",
@@ -99,16 +98,6 @@ _TEXTS: dict[TextKind, dict[Language, str]] = {
             "голосовые сообщения."
         ),
         "en": "Forgive me, I am not trained to handle that. I read text and listen to voice notes.",
-    },
-    "rate_limited": {
-        "ru": (
-            "Позвольте перевести дух: вы пишете быстрее, чем я успеваю кланяться. "
-            "Последние сообщения я пропустил — повторите их через минуту."
-        ),
-        "en": (
-            "Allow me a breath: you write faster than I can bow. I have let the latest "
-            "messages pass; do repeat them in a minute."
-        ),
     },
     "not_allowed": {
         "ru": "Прошу прощения, я служу в частном доме и не могу принять ваши поручения.",

@@ -221,19 +221,32 @@ async def test_strangers_are_refused_when_an_allowlist_is_set(
     assert (profile, events) == (None, [])
 
 
-async def test_the_rate_limit_is_answered_once_politely(
+async def test_messages_over_the_rate_are_stored_and_answered_with_a_turn(
     emulator: Emulator, llm: OpenAIServer, tmp_path: Path
 ):
-    env = {"BUTLER_RATE_LIMIT_PER_MINUTE": "1", "BUTLER_RATE_LIMIT_BURST": "1"}
+    env = {
+        "BUTLER_RATE_LIMIT_PER_MINUTE": "1",
+        "BUTLER_RATE_LIMIT_BURST": "1",
+        "BUTLER_COALESCE_MS": "0",  # only the rate folds here
+    }
+    await llm.set_mode("slow")  # the first turn runs while the other two come over the rate
     async with butler(emulator, llm, tmp_path, **env) as running:
         for n in range(3):
             await emulator.send_text(701, f"сообщение {n}")
+        await llm.wait_for_hits(1)
+        async with asyncio.timeout(30):
+            while len((await stored(running.settings, "tg:701"))[1]) < 3:  # noqa: ASYNC110
+                await asyncio.sleep(0.05)  # noqa: TID251 - polls the file, with a deadline
+        await llm.set_mode("ok")
         texts = await emulator.texts(701, 2)
-    assert len(texts) == 2  # one reply, one polite refusal for the two refused messages
-    assert any(t.endswith("You said: сообщение 0") for t in texts)
-    assert tg_text("rate_limited", "ru") in texts
+    assert len(texts) == 2  # the first message's turn, then one for the two over the rate
+    assert texts[0].endswith("You said: сообщение 0")
+    assert texts[1].endswith("You said: сообщение 1\nсообщение 2")
     _, events = await stored(running.settings, "tg:701")
-    assert [e.content for e in events if e.role == "user"] == ["сообщение 0"]
+    users = [e for e in events if e.role == "user"]
+    assert [e.content for e in users] == ["сообщение 0", "сообщение 1", "сообщение 2"]
+    replies = [e for e in events if e.role == "assistant"]
+    assert [r.reply_to for r in replies] == [users[0].id, users[2].id]
 
 
 async def test_other_content_gets_a_polite_answer(
