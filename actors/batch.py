@@ -4,8 +4,9 @@ user's rate, are answered together.
 A text message that finds the actor idle opens a window of `coalesce_s`: text messages
 accepted within it join its turn. A message over the rate (`HandleText.joins`) joins the turn
 ahead of it whenever it arrives, so a forwarded batch of twelve costs the model one call for
-what came over the rate, and nothing the user wrote is dropped. A voice note, a command or a
-text arriving after the window ends the batch and waits for its own turn.
+what came over the rate, and nothing the user wrote is dropped. A voice note, a command, a
+message recovered from the store (written long before, answered on its own) or a text
+arriving after the window ends the batch and waits for its own turn.
 """
 
 from __future__ import annotations
@@ -31,7 +32,9 @@ async def gather(actor: UserActor, first: Envelope) -> Envelope:
     clock = actor.deps.clock
     window = actor.deps.settings.coalesce_s
     # Idle when it came: accepted after the last turn ended (or at activation).
-    closes = first.accepted_at + window if window > 0 and first.accepted_at >= actor.last_active else 0.0
+    closes = (
+        first.accepted_at + window if window > 0 and first.accepted_at >= actor.last_active else 0.0
+    )
     batch = [first]
     while not actor.stopped():
         waiting = actor.mailbox.peek()
@@ -44,8 +47,10 @@ async def gather(actor: UserActor, first: Envelope) -> Envelope:
                 break  # the window passed (or the actor was woken to stop)
             continue
         command = waiting.command
-        if not isinstance(command, HandleText) or not (
-            command.joins or waiting.accepted_at <= closes
+        if (
+            not isinstance(command, HandleText)
+            or waiting.recovered
+            or not (command.joins or waiting.accepted_at <= closes)
         ):
             break
         batch.append(actor.mailbox.take_now())

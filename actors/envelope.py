@@ -32,6 +32,8 @@ class Envelope:
     persisted: asyncio.Future[bool] | None = None
     done: asyncio.Future[Exception | None] | None = None
     """Resolved when the command was handled: None, or the error it ended with."""
+    recovered: bool = False
+    """Found owed in the store (a restart, an outage): answered on its own, never coalesced."""
 
     @property
     def event_id(self) -> str:
@@ -50,7 +52,7 @@ def recovered(event: MemoryEvent, now: float) -> Envelope:
         command = HandleVoice(event, b"")  # the audio did not survive; ask for it again
     else:
         command = HandleText(event)
-    return Envelope(command, None, now)
+    return Envelope(command, None, now, recovered=True)
 
 
 def abandon(envelopes: Iterable[Envelope]) -> None:

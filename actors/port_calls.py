@@ -124,13 +124,12 @@ async def call_model(
     deps = actor.deps
     started = deps.clock.monotonic()
     status, endpoint, usage = "ok", 0, (0, 0)
+    # The turn's step; each request to a model under it is a GenAI span of the adapter's.
     with deps.tracer.start_as_current_span("llm.chat") as span:
         span.set_attributes(
             {
-                "gen_ai.operation.name": "chat",
-                "gen_ai.request.max_tokens": request.max_tokens,
-                "gen_ai.request.temperature": request.temperature,
                 "butler.llm.purpose": request.purpose,
+                "butler.llm.max_tokens": request.max_tokens,
                 "butler.prompt.template_version": template_version,
             }
         )
@@ -162,9 +161,9 @@ async def call_model(
             )
         span.set_attributes(
             {
-                "gen_ai.response.model": completion.model,
-                "gen_ai.usage.input_tokens": completion.prompt_tokens,
-                "gen_ai.usage.output_tokens": completion.completion_tokens,
+                "butler.llm.model": completion.model,
+                "butler.llm.input_tokens": completion.prompt_tokens,
+                "butler.llm.output_tokens": completion.completion_tokens,
                 "butler.llm.endpoint": completion.endpoint,
             }
         )

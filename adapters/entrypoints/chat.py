@@ -15,6 +15,7 @@ import sys
 import textwrap
 import threading
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import TextIO
 
@@ -163,6 +164,8 @@ async def chat(
     language: Language | None = None,
 ) -> int:
     """Converse with `user_id`'s actor: one reply per input line when stdin is not a TTY."""
+    # Each line waits for its reply, so nothing could share a turn: no coalescing window.
+    settings = replace(settings, actors=replace(settings.actors, coalesce_s=0.0))
     interactive = stdin.isatty() and out.isatty()
     width = shutil.get_terminal_size().columns - 1 if interactive else None
     sink = ConsoleSink(out, one_line=not interactive, width=width)

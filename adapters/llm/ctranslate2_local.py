@@ -20,6 +20,8 @@ import anyio
 import ctranslate2
 from jinja2.exceptions import TemplateError
 from jinja2.sandbox import ImmutableSandboxedEnvironment
+from opentelemetry import trace
+from opentelemetry.trace import SpanKind, StatusCode
 from tokenizers import Tokenizer
 
 from engine.errors import LLMUnavailable
@@ -106,12 +108,32 @@ class CTranslate2ChatModel:
         """
         prompt = self._template.render(request.messages)
         tokens = self._tokenizer.encode(prompt, add_special_tokens=False).tokens
-        try:
-            output = await anyio.to_thread.run_sync(
-                self._generate, tokens, request, limiter=self._limiter
+        # In process: an INTERNAL span, otherwise as the GenAI conventions describe a call.
+        tracer = trace.get_tracer("butler.llm")
+        with tracer.start_as_current_span(f"chat {self._name}", kind=SpanKind.INTERNAL) as span:
+            span.set_attributes(
+                {
+                    "gen_ai.operation.name": "chat",
+                    "gen_ai.provider.name": "ctranslate2",
+                    "gen_ai.request.model": self._name,
+                    "gen_ai.request.max_tokens": request.max_tokens,
+                }
             )
-        except (RuntimeError, ValueError, OSError) as exc:
-            raise LLMUnavailable(f"local model failed: {type(exc).__name__}") from exc
+            try:
+                output = await anyio.to_thread.run_sync(
+                    self._generate, tokens, request, limiter=self._limiter
+                )
+            except (RuntimeError, ValueError, OSError) as exc:
+                span.set_attribute("error.type", type(exc).__name__)
+                span.set_status(StatusCode.ERROR, type(exc).__name__)
+                raise LLMUnavailable(f"local model failed: {type(exc).__name__}") from exc
+            span.set_attributes(
+                {
+                    "gen_ai.response.model": self._name,
+                    "gen_ai.usage.input_tokens": len(tokens),
+                    "gen_ai.usage.output_tokens": len(output),
+                }
+            )
         text = self._tokenizer.decode(output, skip_special_tokens=True).strip()
         return Completion(text, self._name, 0, len(tokens), len(output))
 

@@ -18,6 +18,8 @@ from typing import Any, Self
 from urllib.parse import urlsplit, urlunsplit
 
 import aiohttp
+from opentelemetry import trace
+from opentelemetry.trace import SpanKind, StatusCode
 
 from engine.errors import LLMRejected, LLMUnavailable
 from engine.ports import Completion, CompletionRequest
@@ -73,11 +75,23 @@ class _Verdict(enum.Enum):
 
 
 class _AttemptError(Exception):
-    """One attempt on one endpoint failed; the message holds no URL and no message text."""
+    """One attempt on one endpoint failed; the message holds no URL and no message text.
 
-    def __init__(self, reason: str, verdict: _Verdict, retry_after: float | None = None) -> None:
+    `error_type` is the span's `error.type`: the HTTP status, `timeout`, the transport
+    error's class, or `malformed_response`.
+    """
+
+    def __init__(
+        self,
+        reason: str,
+        verdict: _Verdict,
+        retry_after: float | None = None,
+        *,
+        error_type: str = "",
+    ) -> None:
         super().__init__(reason)
         self.verdict = verdict
+        self.error_type = error_type or reason
         self.retry_after = retry_after
 
 
@@ -218,8 +232,7 @@ class OpenAIChatModel:
         retries = self._settings.retries
         for attempt in range(retries + 1):
             try:
-                model = await self._model_for(session, index, base)
-                return await self._attempt(session, index, url, _encode(request, model), model)
+                return await self._attempt(session, index, base, url, request)
             except _AttemptError as failure:
                 if failure.verdict is not _Verdict.RETRY or attempt == retries:
                     raise
@@ -242,6 +255,55 @@ class OpenAIChatModel:
         raise AssertionError("unreachable: the last attempt returns or raises")
 
     async def _attempt(
+        self,
+        session: aiohttp.ClientSession,
+        index: int,
+        base: str,
+        url: str,
+        request: CompletionRequest,
+    ) -> Completion:
+        """One attempt on one endpoint (finding its model first, when not configured).
+
+        One CLIENT span per attempt, named and described as the OpenTelemetry GenAI
+        conventions ask; no message text, and no URL path or query (a gateway key may be
+        there).
+        """
+        parts = urlsplit(url)
+        known = self._settings.model or self._models.get(index, "")
+        tracer = trace.get_tracer("butler.llm")
+        with tracer.start_as_current_span(
+            f"chat {known}" if known else "chat", kind=SpanKind.CLIENT
+        ) as span:
+            span.set_attributes(
+                {
+                    "gen_ai.operation.name": "chat",
+                    "gen_ai.provider.name": "openai",  # the API spoken; the server may be any
+                    "gen_ai.request.max_tokens": request.max_tokens,
+                    "gen_ai.request.temperature": request.temperature,
+                    "server.address": parts.hostname or "",
+                    "server.port": parts.port or (443 if parts.scheme == "https" else 80),
+                    "butler.llm.endpoint": index,
+                }
+            )
+            try:
+                model = await self._model_for(session, index, base)
+                span.update_name(f"chat {model}")
+                span.set_attribute("gen_ai.request.model", model)
+                completion = await self._post(session, index, url, _encode(request, model), model)
+            except _AttemptError as failure:
+                span.set_attribute("error.type", failure.error_type)
+                span.set_status(StatusCode.ERROR, failure.error_type)
+                raise
+            span.set_attributes(
+                {
+                    "gen_ai.response.model": completion.model,
+                    "gen_ai.usage.input_tokens": completion.prompt_tokens,
+                    "gen_ai.usage.output_tokens": completion.completion_tokens,
+                }
+            )
+            return completion
+
+    async def _post(
         self,
         session: aiohttp.ClientSession,
         index: int,
@@ -280,9 +342,11 @@ class OpenAIChatModel:
             status, model_id = await self._list_models(session, base)
         except (aiohttp.ClientError, TimeoutError) as exc:
             failure = _transport_failure(exc)
-            raise _AttemptError(f"models: {failure}", failure.verdict) from exc
+            raise _AttemptError(
+                f"models: {failure}", failure.verdict, error_type=failure.error_type
+            ) from exc
         if status in _TRANSIENT_STATUS:
-            raise _AttemptError(f"models: status {status}", _Verdict.RETRY)
+            raise _AttemptError(f"models: status {status}", _Verdict.RETRY, error_type=str(status))
         resolved = model_id or "default"
         if 200 <= status < 300 or status in {404, 405}:
             # Remember what the endpoint serves, or that it cannot tell us.
@@ -354,9 +418,15 @@ def _decode_completion(payload: bytes, index: int, model: str) -> Completion:
         data: Any = json.loads(payload)
         content = data["choices"][0]["message"]["content"]
     except (ValueError, KeyError, IndexError, TypeError) as exc:
-        raise _AttemptError("malformed response", _Verdict.RETRY) from exc
+        raise _AttemptError(
+            "malformed response", _Verdict.RETRY, error_type="malformed_response"
+        ) from exc
     if not isinstance(content, str):
-        raise _AttemptError("malformed response: no text content", _Verdict.RETRY)
+        raise _AttemptError(
+            "malformed response: no text content",
+            _Verdict.RETRY,
+            error_type="malformed_response",
+        )
     usage = data.get("usage")
     usage = usage if isinstance(usage, dict) else {}
     answered_by = data.get("model")
@@ -371,11 +441,12 @@ def _decode_completion(payload: bytes, index: int, model: str) -> Completion:
 
 def _transport_failure(exc: aiohttp.ClientError | TimeoutError) -> _AttemptError:
     """Timeouts and broken connections are worth a retry; other client errors are not."""
+    name = type(exc).__name__
     if isinstance(exc, TimeoutError):
-        return _AttemptError("timeout", _Verdict.RETRY)
+        return _AttemptError("timeout", _Verdict.RETRY, error_type="timeout")
     if isinstance(exc, aiohttp.ClientConnectionError | aiohttp.ClientPayloadError):
-        return _AttemptError(f"connection: {type(exc).__name__}", _Verdict.RETRY)
-    return _AttemptError(f"client: {type(exc).__name__}", _Verdict.NEXT)
+        return _AttemptError(f"connection: {name}", _Verdict.RETRY, error_type=name)
+    return _AttemptError(f"client: {name}", _Verdict.NEXT, error_type=name)
 
 
 def _auth_hint(status: int, has_key: bool) -> str:
@@ -387,15 +458,16 @@ def _auth_hint(status: int, has_key: bool) -> str:
 
 def _status_failure(status: int, retry_after: str | None, *, has_key: bool) -> _AttemptError:
     reason = _auth_hint(status, has_key) if status in _AUTH_STATUS else f"status {status}"
+    code = str(status)
     if status in _REQUEST_STATUS:
-        return _AttemptError(reason, _Verdict.REJECT)
+        return _AttemptError(reason, _Verdict.REJECT, error_type=code)
     if status in _TRANSIENT_STATUS:
         wait = _parse_retry_after(retry_after) if status in _RETRY_AFTER_STATUS else None
-        return _AttemptError(reason, _Verdict.RETRY, wait)
+        return _AttemptError(reason, _Verdict.RETRY, wait, error_type=code)
     if status in _ENDPOINT_STATUS:
-        return _AttemptError(reason, _Verdict.REFUSED)
+        return _AttemptError(reason, _Verdict.REFUSED, error_type=code)
     # Other 4xx and unknown 5xx: unexplained, so not worth a retry, but not the request's fault.
-    return _AttemptError(reason, _Verdict.NEXT)
+    return _AttemptError(reason, _Verdict.NEXT, error_type=code)
 
 
 def _parse_retry_after(value: str | None) -> float | None:

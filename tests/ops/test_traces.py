@@ -40,6 +40,7 @@ class Span:
     attributes: dict[str, Any]
     events: list[tuple[str, dict[str, Any]]]
     service: str
+    kind: int = 0  # SpanKind in OTLP: 1 internal, 3 client
     children: list[Span] = field(default_factory=list)
 
     def child(self, name: str) -> Span:
@@ -77,6 +78,7 @@ class OTLPReceiver:
                                 for e in s.events
                             ],
                             str(resource.get("service.name")),
+                            s.kind,
                         )
                     )
         return web.Response(
@@ -175,7 +177,22 @@ async def test_one_message_is_one_trace_with_fallback_and_compression(
     chat = turn.child("llm.chat")
     assert chat.attributes["butler.llm.purpose"] == "reply"
     assert chat.attributes["butler.llm.endpoint"] == 1  # the fallback answered
-    assert chat.attributes["gen_ai.response.model"] == "butler-test-model"
+    assert chat.attributes["butler.llm.model"] == "butler-test-model"
+    # Under it, the request to the model that answered, as the GenAI conventions name it.
+    refused = chat.child("chat")  # the primary: no model known, the connection refused
+    assert refused.kind == 3
+    assert refused.attributes["error.type"] == "ClientConnectorError"
+    assert refused.attributes["butler.llm.endpoint"] == 0
+    request = chat.child("chat butler-test-model")
+    assert request.kind == 3  # CLIENT
+    assert request.attributes["gen_ai.operation.name"] == "chat"
+    assert request.attributes["gen_ai.provider.name"] == "openai"
+    assert request.attributes["gen_ai.request.model"] == "butler-test-model"
+    assert request.attributes["gen_ai.response.model"] == "butler-test-model"
+    assert request.attributes["gen_ai.usage.input_tokens"] > 0
+    assert request.attributes["gen_ai.usage.output_tokens"] > 0
+    assert request.attributes["server.address"] == "127.0.0.1"
+    assert request.attributes["server.port"] == int(llm.base_url.split(":")[2].split("/")[0])
     transitions = [(e["from"], e["to"], e["trigger"]) for n, e in turn.events if n == "transition"]
     assert transitions == [("idle", "generating", "hear_text"), ("generating", "idle", "replied")]
     # Past the threshold, the second message's turn compresses memory, with its own LLM call.

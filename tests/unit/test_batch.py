@@ -69,7 +69,7 @@ async def test_lines_written_in_one_breath_are_answered_as_one_turn():
         await sink.wait_for(2)
     first, second = _replies(llm)
     assert _chat(first) == [("user", "Альфред,\nчай\nв сад.")]
-    assert reply.reply_to == tickets[-1].event_id  # type: ignore[union-attr]
+    assert reply.reply_to == tickets[-1].event_id
     assert _chat(second)[-1] == ("user", "И печенье.")
     assert _chat(second)[:-1] == [("user", "Альфред,\nчай\nв сад."), ("assistant", reply.text)]
     assert await store.unanswered("u") == []
