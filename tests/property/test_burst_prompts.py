@@ -56,7 +56,7 @@ async def replay(store: Store, plan: list[int]) -> list[list[tuple[str, str]]]:
         return MemoryEvent(event_id, user, role, content, "text", stamp, 3, reply_to)
 
     messages: list[MemoryEvent] = []
-    chats = []
+    chats: list[list[tuple[str, str]]] = []
     for k, arrived in enumerate(plan):
         while len(messages) < arrived:
             m = event("user", f"сообщение {len(messages)}")
