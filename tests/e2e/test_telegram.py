@@ -146,7 +146,8 @@ async def test_three_users_at_once_keep_their_own_order(
     emulator: Emulator, llm: OpenAIServer, tmp_path: Path
 ):
     users = (201, 202, 203)
-    async with butler(emulator, llm, tmp_path):
+    # One turn per message, so each reply shows which message it answered.
+    async with butler(emulator, llm, tmp_path, BUTLER_COALESCE_MS="0"):
         for n in range(4):
             for user in users:
                 await emulator.send_text(user, f"u{user} m{n}")

@@ -91,7 +91,9 @@ async def test_tables_and_indexes_exist(store: SqliteStore, raw: sqlite3.Connect
     ("query", "params", "index"),
     [
         (sqlite_module._UNANSWERED, ("u1",), "user_memory_replies"),
-        (sqlite_module._RECENT_EVENTS, ("u1", "z", 20), "user_memory_by_id"),
+        # The user's events through an index, sorted by conversation position: at most the
+        # compression threshold plus the kept tail (~70 by default), so the sort is small.
+        (sqlite_module._RECENT_EVENTS, ("u1", "z", 20), "USING INDEX user_memory_by_"),
         (sqlite_module._EVENTS_BEFORE, ("u1", 20), "user_memory_by_id"),
         (sqlite_module._COUNT_EVENTS, ("u1",), "INDEX"),
         (sqlite_module._DELETE_EVENT, ("u1", "x"), "user_memory_by_id"),
