@@ -15,6 +15,7 @@ from dataclasses import replace
 from typing import TYPE_CHECKING
 
 from actors.envelope import Envelope
+from actors.observe import MessagesJoined
 from engine.messages import HandleText
 
 if TYPE_CHECKING:
@@ -60,6 +61,8 @@ async def gather(actor: UserActor, first: Envelope) -> Envelope:
     if len(stored) <= 1:
         return stored[0] if stored else first  # `handle` sees the failed write and skips it
     events = [e.command.event for e in stored if isinstance(e.command, HandleText)]
+    over_rate = sum(1 for e in stored[1:] if isinstance(e.command, HandleText) and e.command.joins)
+    actor.deps.observer.record(MessagesJoined(len(stored) - 1 - over_rate, over_rate))
     last = stored[-1].command
     assert isinstance(last, HandleText)
     command = replace(last, event=events[-1], earlier=tuple(events[:-1]), joins=False)

@@ -80,6 +80,15 @@ class CompressionFinished:
 
 
 @dataclass(frozen=True, slots=True)
+class MessagesJoined:
+    """Messages answered within another's turn: `coalesced` came within its window,
+    `over_rate` came over the user's rate."""
+
+    coalesced: int
+    over_rate: int
+
+
+@dataclass(frozen=True, slots=True)
 class MailboxRejected:
     pass
 
@@ -98,6 +107,7 @@ Observation = (
     | LLMCalled
     | CacheLooked
     | CompressionFinished
+    | MessagesJoined
     | MailboxRejected
     | ActorCrashed
 )

@@ -23,6 +23,7 @@ from actors.observe import (
     EventsStored,
     LLMCalled,
     MailboxRejected,
+    MessagesJoined,
     Observation,
     ProfileAccessed,
     PromptBuilt,
@@ -126,6 +127,13 @@ class ButlerMetrics:
             ["from", "to", "trigger"],
             registry=r,
         )
+        self.joined = Counter(
+            "butler_turn_joined_messages",
+            "Messages answered within another message's turn: coalesced (within the window) "
+            "or over_rate (over the user's rate).",
+            ["reason"],
+            registry=r,
+        )
         self.rejections = Counter(
             "butler_mailbox_rejections",
             "Messages refused because a mailbox was full.",
@@ -155,6 +163,7 @@ class ButlerMetrics:
             ProfileAccessed: self._profile,
             LLMCalled: self._llm,
             CompressionFinished: self._compression,
+            MessagesJoined: self._joined,
             MailboxRejected: lambda _: self.rejections.inc(),
             ActorCrashed: lambda _: self.crashes.inc(),
         }
@@ -198,6 +207,12 @@ class ButlerMetrics:
             self.llm_tokens.labels("input").inc(o.prompt_tokens)
         if o.completion_tokens:
             self.llm_tokens.labels("output").inc(o.completion_tokens)
+
+    def _joined(self, o: MessagesJoined) -> None:
+        if o.coalesced:
+            self.joined.labels("coalesced").inc(o.coalesced)
+        if o.over_rate:
+            self.joined.labels("over_rate").inc(o.over_rate)
 
     def _compression(self, o: CompressionFinished) -> None:
         self.compressions.labels(o.status).inc()

@@ -9,21 +9,29 @@ from collections.abc import Callable
 import pytest
 
 from actors.deps import ActorSettings
+from actors.observe import MessagesJoined
 from actors.registry import Accepted, Registry
 from adapters.bootstrap.clock import SystemClock
 from engine.ports import CompletionRequest
 from tests.fakes import CollectingSink, MemoryStore, ScriptedLLM
-from tests.helpers import make_deps
+from tests.helpers import Recorder, make_deps
 
 pytestmark = pytest.mark.anyio
 
 
-def _registry(store: MemoryStore, llm: ScriptedLLM, sink: CollectingSink, **settings: float):
+def _registry(
+    store: MemoryStore,
+    llm: ScriptedLLM,
+    sink: CollectingSink,
+    observer: Recorder | None = None,
+    **settings: float,
+) -> Registry:
     deps = make_deps(
         store=store,
         llm=llm,
         sink=sink,
         clock=SystemClock(),
+        observer=observer,
         settings=ActorSettings(cache_ttl_s=0, **settings),  # type: ignore[arg-type]
     )
     return Registry(deps)
@@ -61,19 +69,21 @@ async def test_each_prompt_of_a_burst_holds_the_replies_before_it():
 
 
 async def test_lines_written_in_one_breath_are_answered_as_one_turn():
-    store, sink, llm = MemoryStore(), CollectingSink(), ScriptedLLM()
-    async with _registry(store, llm, sink, coalesce_s=1.0) as registry:
+    store, sink, llm, seen = MemoryStore(), CollectingSink(), ScriptedLLM(), Recorder()
+    async with _registry(store, llm, sink, seen, coalesce_s=1.0) as registry:
         tickets = [await registry.tell_text("u", line) for line in ("Альфред,", "чай", "в сад.")]
         (reply,) = await sink.wait_for(1)
         await registry.tell_text("u", "И печенье.")  # after the turn: a turn of its own
         await sink.wait_for(2)
     first, second = _replies(llm)
     assert _chat(first) == [("user", "Альфред,\nчай\nв сад.")]
+    assert isinstance(tickets[-1], Accepted)
     assert reply.reply_to == tickets[-1].event_id
     assert _chat(second)[-1] == ("user", "И печенье.")
     assert _chat(second)[:-1] == [("user", "Альфред,\nчай\nв сад."), ("assistant", reply.text)]
     assert await store.unanswered("u") == []
     assert len(sink.replies) == 2
+    assert [o for o in seen.seen if isinstance(o, MessagesJoined)] == [MessagesJoined(2, 0)]
 
 
 async def test_messages_arriving_during_a_turn_are_not_coalesced():
@@ -90,9 +100,9 @@ async def test_messages_arriving_during_a_turn_are_not_coalesced():
 
 
 async def test_messages_over_the_rate_join_the_turn_ahead_and_are_answered():
-    store, sink, gate = MemoryStore(), CollectingSink(), asyncio.Event()
+    store, sink, gate, seen = MemoryStore(), CollectingSink(), asyncio.Event(), Recorder()
     llm = ScriptedLLM(gate=gate)
-    async with _registry(store, llm, sink) as registry:
+    async with _registry(store, llm, sink, seen) as registry:
         await registry.tell_text("u", "m0")
         await _until(lambda: len(llm.calls) == 1)
         await registry.tell_text("u", "m1")
@@ -106,3 +116,4 @@ async def test_messages_over_the_rate_join_the_turn_ahead_and_are_answered():
     assert stored == ["m0", "m1", "m2", "m3", "m4"]
     assert await store.unanswered("u") == []
     assert len(sink.replies) == 3
+    assert [o for o in seen.seen if isinstance(o, MessagesJoined)] == [MessagesJoined(0, 2)]
