@@ -119,13 +119,15 @@ class IllegalTransition(PermanentError):
 
 
 class OwnedElsewhere(TransientError):
-    """Another owner holds the lease on `key` until `expires_at` (then it may be taken)."""
+    """Another owner holds the lease on `key` until `expires_at` (then it may be taken);
+    `token` is that lease's fencing token (0 when unknown)."""
 
-    def __init__(self, key: str, *, owner: str, expires_at: datetime) -> None:
+    def __init__(self, key: str, *, owner: str, expires_at: datetime, token: int = 0) -> None:
         super().__init__(f"{key} is held by {owner} until {expires_at.isoformat()}")
         self.key = key
         self.owner = owner
         self.expires_at = expires_at
+        self.token = token
 
 
 class LeaseLost(PermanentError):

@@ -46,9 +46,12 @@ def taken(current: Lease | None, key: str, owner: str, *, ttl_s: float, now: dat
         return Lease(key, owner, 1, until)
     if is_live(current, now):
         if current.owner != owner:
-            raise OwnedElsewhere(key, owner=current.owner, expires_at=current.expires_at)
-        return replace(current, expires_at=until)
-    return Lease(key, owner, current.token + 1, until, current.nudges)
+            raise OwnedElsewhere(
+                key, owner=current.owner, expires_at=current.expires_at, token=current.token
+            )
+        return replace(current, expires_at=until, taken_from="")
+    taken_from = current.owner if current.owner not in {FREE, owner} else ""
+    return Lease(key, owner, current.token + 1, until, current.nudges, taken_from)
 
 
 def renewed(current: Lease | None, lease: Lease, *, ttl_s: float, now: datetime) -> Lease:
@@ -60,14 +63,14 @@ def renewed(current: Lease | None, lease: Lease, *, ttl_s: float, now: datetime)
     until = expiry(now, ttl_s)
     if current is None or not current.same_claim(lease):
         raise LeaseLost(lease.key)
-    return replace(current, expires_at=until)
+    return replace(current, expires_at=until, taken_from="")
 
 
 def released(current: Lease | None, lease: Lease) -> Lease | None:
     """The row once `lease` was released, or None when `lease` no longer holds it (no-op)."""
     if current is None or not current.same_claim(lease):
         return None
-    return replace(current, owner=FREE, expires_at=RELEASED_AT)
+    return replace(current, owner=FREE, expires_at=RELEASED_AT, taken_from="")
 
 
 def fence(current: Lease | None, lease: Lease) -> None:

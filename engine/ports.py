@@ -7,7 +7,7 @@ Each adapter implements one port for one technology and maps its errors onto
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Literal, Protocol
 
@@ -128,13 +128,16 @@ class Lease:
     """A claim of `owner` on `key` (`user:<id>`, `partition:<n>`, `worker:<id>`) until
     `expires_at`. `token` is the fencing token: strictly greater for every new holder of the
     key, the same while one holder renews. `nudges` counts the hand-overs other processes
-    signalled to the holder (`LeaseStore.nudge_lease`); it only ever grows."""
+    signalled to the holder (`LeaseStore.nudge_lease`); it only ever grows. `taken_from` is
+    set only on what `acquire_lease` returns when it took the key from another owner whose
+    lease had expired unreleased (a takeover); it is not stored and not compared."""
 
     key: str
     owner: str
     token: int
     expires_at: datetime
     nudges: int = 0
+    taken_from: str = field(default="", compare=False)
 
     def same_claim(self, other: Lease) -> bool:
         """Whether `other` is this claim (key, owner and token), renewed or not."""
@@ -187,13 +190,15 @@ class Store(
     def fenced(self, lease: Lease) -> Store:
         """A view of this store whose writes commit only while `lease` holds its key.
 
-        Fenced writes: `append`, `save_profile`, `mark_delivered`, `apply_summary`,
-        `cache_answer`, `erase_user`. Each checks, in the same transaction (or atomic step) as
-        the write, that `lease.key` is held by `lease.owner` with `lease.token`, and otherwise
-        raises `LeaseLost`, having written nothing. Expiry alone does not fail a fenced write:
-        only a new holder does, and a new holder has a greater token. Reads, leases, the
-        retention purges (`purge_older_than`, `purge_cache`: not a user's) and `check` pass
-        through; `close` of a view closes nothing (the store is its opener's).
+        Fenced writes: `append`, `save_profile`, `apply_summary`, `cache_answer`,
+        `erase_user`. Each checks, in the same transaction (or atomic step) as the write, that
+        `lease.key` is held by `lease.owner` with `lease.token`, and otherwise raises
+        `LeaseLost`, having written nothing. Expiry alone does not fail a fenced write: only a
+        new holder does, and a new holder has a greater token. `mark_delivered` is not fenced:
+        it records what the front door already did, and refusing it would make the next
+        owner send that reply again. Reads, leases, the retention purges (`purge_older_than`,
+        `purge_cache`: not a user's) and `check` pass through; `close` of a view closes
+        nothing (the store is its opener's).
         """
         ...
 

@@ -41,6 +41,7 @@ from adapters.storage.mongo_schema import (
     decode_lease,
     decode_profile,
     event_doc,
+    from_micros,
     lease_doc_query,
     profile_doc,
     to_micros,
@@ -353,12 +354,8 @@ class MongoStore:
     async def mark_delivered(self, user_id: str, event_id: str, receipt: str) -> None:
         """Record the reply as handed over; a second mark keeps the first receipt."""
         query = {"user_id": user_id, "id": event_id, "role": "assistant", "delivered": None}
-
-        async def mark(session: Session) -> None:
-            await self._events.update_one(query, {"$set": {"delivered": receipt}}, session=session)
-
-        async with self._op():
-            await self._guarded(mark, documents=1)
+        async with self._op():  # a fact, even from a former holder: not fenced
+            await self._events.update_one(query, {"$set": {"delivered": receipt}})
 
     async def _create_profile(self, doc: Doc, session: Session) -> None:
         try:
@@ -516,19 +513,25 @@ class MongoStore:
                     "$setOnInsert": {"nudges": 0},
                 }
                 try:
-                    taken = await self._leases.find_one_and_update(
-                        free, change, upsert=True, return_document=after
+                    # The document before the change: who held it, for `taken_from`.
+                    before = await self._leases.find_one_and_update(
+                        free, change, upsert=True, return_document=ReturnDocument.BEFORE
                     )
                 except DuplicateKeyError:
-                    taken = None  # held (the upsert's insert met the key's document)
-                if taken is not None:
-                    return decode_lease(taken)
+                    pass  # held: the upsert's insert met the key's document
+                else:
+                    if before is None:  # inserted: the key's first holder
+                        return Lease(key, owner, 1, from_micros(until))
+                    return rules.taken(decode_lease(before), key, owner, ttl_s=ttl_s, now=now)
                 held = await self._leases.find_one({"_id": key})
                 if held is not None:
                     current = decode_lease(held)
                     if rules.is_live(current, now) and current.owner != owner:
                         raise OwnedElsewhere(
-                            key, owner=current.owner, expires_at=current.expires_at
+                            key,
+                            owner=current.owner,
+                            expires_at=current.expires_at,
+                            token=current.token,
                         )
             raise StoreUnavailable(f"mongodb: the lease on {key} kept changing under acquire")
 

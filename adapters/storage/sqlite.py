@@ -219,8 +219,8 @@ class SqliteStore:
 
     async def mark_delivered(self, user_id: str, event_id: str, receipt: str) -> None:
         """Record the reply as handed over; a second mark keeps the first receipt."""
-        params = (receipt, user_id, event_id)
-        await self._guarded(lambda conn: _execute(conn, _MARK_DELIVERED, params))
+        params = (receipt, user_id, event_id)  # a fact, even from a former holder: not fenced
+        await self._write(lambda conn: _execute(conn, _MARK_DELIVERED, params))
 
     async def load_turn(self, user_id: str, *, limit: int, before: str) -> TurnContext:
         """The profile, the `limit` newest events with ids below `before`, and the count."""

@@ -32,7 +32,7 @@ def later(seconds: float) -> datetime:
 
 async def test_a_free_key_is_taken_with_a_first_token(store: Store):
     lease = await store.acquire_lease("user:u1", "proc-a", ttl_s=TTL, now=T0)
-    assert (lease.key, lease.owner, lease.token) == ("user:u1", "proc-a", 1)
+    assert (lease.key, lease.owner, lease.token, lease.taken_from) == ("user:u1", "proc-a", 1, "")
     assert lease.expires_at == later(TTL)
     assert await store.leases("user:", now=T0) == [lease]
 
@@ -44,6 +44,7 @@ async def test_a_held_key_refuses_another_owner_and_names_the_holder(store: Stor
     assert refused.value.key == "user:u1"
     assert refused.value.owner == "proc-a"
     assert refused.value.expires_at == held.expires_at
+    assert refused.value.token == held.token
     assert await store.leases("user:", now=later(1)) == [held]
 
 
@@ -60,6 +61,7 @@ async def test_an_expired_key_is_taken_over_with_a_greater_token(store: Store):
     taken = await store.acquire_lease("user:u1", "proc-b", ttl_s=TTL, now=later(TTL))
     assert taken.owner == "proc-b"
     assert taken.token > first.token
+    assert taken.taken_from == "proc-a"  # a takeover: proc-a never released it
     back = await store.acquire_lease("user:u1", "proc-a", ttl_s=TTL, now=later(3 * TTL))
     assert back.token > taken.token  # every new holder, the old one included
 
@@ -97,6 +99,7 @@ async def test_release_frees_the_key_and_the_next_token_is_greater(store: Store)
         await store.renew_lease(lease, ttl_s=TTL, now=later(1))
     taken = await store.acquire_lease("user:u1", "proc-b", ttl_s=TTL, now=later(1))
     assert taken.token > lease.token
+    assert taken.taken_from == ""  # given up, not taken over
 
 
 async def test_release_by_a_former_holder_does_nothing(store: Store):
@@ -191,7 +194,6 @@ async def test_fenced_writes_after_a_takeover_raise_and_write_nothing(store: Sto
     late = events.make("u1", "second", role="assistant", reply_to=message.id)
     writes = [
         fenced.append([late]),
-        fenced.mark_delivered("u1", reply.id, "tg:2"),
         fenced.save_profile(profile("u1", tone="formal")),
         fenced.cache_answer("k", "u1", "cached", expires_at=later(60)),
         fenced.apply_summary(profile("u1", memory_summary="s"), [message.id]),
@@ -203,8 +205,10 @@ async def test_fenced_writes_after_a_takeover_raise_and_write_nothing(store: Sto
     turn = await store.load_turn("u1", limit=20, before=events.next_id())
     assert turn.memory.events == (message, reply)
     assert turn.profile == profile("u1")
-    assert await store.owed_replies("u1") == [reply]
     assert await store.cached_answer("k", now=T0) is None
+    # What the front door did is recorded even so: the new holder must not send it again.
+    await fenced.mark_delivered("u1", reply.id, "tg:2")
+    assert await store.owed_replies("u1") == []
 
 
 async def test_a_released_lease_fences_its_writes_too(store: Store, events: Events):
