@@ -141,8 +141,9 @@ class Claims:
     def _collect(self, user_id: str) -> None:
         actor = self._registry.get(user_id)
         if actor is not None:
+            # At the head: what was stored elsewhere is older than what waits here, mostly.
             envelope = Envelope(CollectStored(), None, self._registry.deps.clock.monotonic())
-            actor.mailbox.offer(envelope, force=True)
+            actor.mailbox.push_front(envelope)
 
     # -- claims of actors --------------------------------------------------------------------
 
