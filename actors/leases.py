@@ -39,6 +39,10 @@ async def ids_after_newest(deps: ActorDeps, user_id: str) -> TurnContext:
     return context
 
 
+ADOPT_EVERY = 3
+"""Rounds between looks for users left by a process that died (once per time to live)."""
+
+
 class Claims:
     """What a registry holds under its `Ownership` (inert without one)."""
 
@@ -49,11 +53,14 @@ class Claims:
         *,
         hand_over: bool,
         on_lost: Callable[[str], None] | None,
+        adopt: bool = False,
     ) -> None:
         self._registry = registry
         self.ownership = ownership
         self._hand_over = hand_over
         self._on_lost = on_lost
+        self._adopt = adopt
+        self._rounds = 0
         self._held: dict[str, Lease] = {}
         """User id -> the lease its live actor writes under."""
         self._releasing: dict[str, tuple[Lease, asyncio.Future[None]]] = {}
@@ -115,6 +122,9 @@ class Claims:
             if renewed is not None:
                 self._apply(users, old, renewed)
         await self._retry_handed()
+        self._rounds += 1
+        if self._adopt and self._rounds % ADOPT_EVERY == 0:
+            await self.adopt_orphans()
 
     def _apply(self, users: list[str], old: list[Lease], renewed: list[Lease | None]) -> None:
         counts = [0, 0, 0]
@@ -280,6 +290,29 @@ class Claims:
         except StoreUnavailable:
             return  # the next round tries again
         await self._serve_here(user_id)
+
+    async def adopt_orphans(self) -> int:
+        """Serve here the users a dead or stuck process left with messages unanswered or
+        replies undelivered (a service's job: nobody else would until the user writes again).
+        Returns how many were taken over."""
+        if self.ownership is None:
+            return 0
+        registry = self._registry
+        store = registry.deps.store
+        adopted = 0
+        try:
+            for user_id in await self.ownership.orphaned():
+                if registry.closing:
+                    break
+                if registry.get(user_id) is not None:
+                    continue
+                if await store.unanswered(user_id) or await store.owed_replies(user_id):
+                    self.handed.add(user_id)
+                    await self._serve_here(user_id)
+                    adopted += user_id not in self.handed
+        except StoreUnavailable:
+            log.warning("orphaned users not looked for: the store is unavailable")
+        return adopted
 
     def watch(self, user_id: str) -> None:
         """Retry `user_id` every round until nothing of theirs waits unanswered: claimed here

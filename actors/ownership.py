@@ -17,6 +17,7 @@ from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 
+from engine import leases as rules
 from engine.errors import LeaseLost, OwnedElsewhere, StoreUnavailable
 from engine.ports import Clock, Lease, LeaseStore
 
@@ -132,3 +133,15 @@ class StoreUserLeases:
 
     async def hand_over(self, user_id: str) -> Lease | None:
         return await self._store.nudge_lease(user_key(user_id), now=self._clock.now())
+
+    async def orphaned(self) -> list[str]:
+        """Users of unreleased leases (listed as live at the epoch) that expired, or whose
+        holder is gone from this host; not this process's own."""
+        now = self._clock.now()
+        unreleased = await self._store.leases(USER_PREFIX, now=rules.RELEASED_AT)
+        return [
+            lease.key.removeprefix(USER_PREFIX)
+            for lease in unreleased
+            if lease.owner != self.owner
+            and (lease.expires_at <= now or gone_from_this_host(lease.owner))
+        ]

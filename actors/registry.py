@@ -50,6 +50,7 @@ class Registry:
         *,
         hand_over: bool = True,
         on_lost: Callable[[str], None] | None = None,
+        adopt: bool = False,
     ) -> None:
         """Args:
         deps: what every actor shares.
@@ -58,9 +59,13 @@ class Registry:
         hand_over: for a user another process serves, store the message and hand it to that
             process (a service); False raises `OwnedElsewhere` instead (the terminal).
         on_lost: called with the user id when a live actor's claim was lost.
+        adopt: take over, now and then, users a dead process left with messages unanswered
+            (a service; a terminal serves its one user only).
         """
         self._deps = deps
-        self.leases = leases.Claims(self, ownership, hand_over=hand_over, on_lost=on_lost)
+        self.leases = leases.Claims(
+            self, ownership, hand_over=hand_over, on_lost=on_lost, adopt=adopt
+        )
         self._actors: dict[str, UserActor] = {}
         self._activating: dict[str, asyncio.Future[UserActor]] = {}
         self._erasing: dict[str, asyncio.Event] = {}

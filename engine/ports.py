@@ -250,6 +250,11 @@ class Ownership(Protocol):
         returns its lease, or None when nobody serves the user (claim it instead)."""
         ...
 
+    async def orphaned(self) -> list[str]:
+        """Users whose serving process stopped renewing its claim (it expired unreleased) or
+        is gone: what it left unanswered is a service's to take over and answer."""
+        ...
+
 
 @dataclass(frozen=True, slots=True)
 class ChatMessage:

@@ -245,7 +245,8 @@ async def open_app(
     `metrics` is the Prometheus registry the engine's instruments go on (a new one by
     default). `recover=True` (a service) wakes, in the background, every user whose messages
     were stored but not answered before the last stop; otherwise a user's actor picks them up
-    on the user's next message. A user is served only under a claim of this process
+    on the user's next message, and now and then takes over users that another, dead,
+    process left unanswered. A user is served only under a claim of this process
     (`Ports.ownership`, else a store lease per user for `BUTLER_LEASE_TTL_S`): a message for a
     user another process serves is stored and handed to it (`hand_over`), or refused with
     `OwnedElsewhere`; `on_lost` hears of a user this process stopped serving.
@@ -267,7 +268,7 @@ async def open_app(
             store, deps.clock, owner=process_owner_id(), ttl_s=settings.lease_ttl_s
         )
         registry = await stack.enter_async_context(
-            Registry(deps, ownership, hand_over=hand_over, on_lost=on_lost)
+            Registry(deps, ownership, hand_over=hand_over, on_lost=on_lost, adopt=recover)
         )
         metrics.register(ActorCollector(registry))
         background: list[asyncio.Task[Any]] = [

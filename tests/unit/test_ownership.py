@@ -49,12 +49,13 @@ async def process(
     *,
     gate: asyncio.Event | None = None,
     hand_over: bool = True,
+    adopt: bool = False,
 ) -> AsyncIterator[Process]:
     llm, sink, recorder = ScriptedLLM(gate=gate), CollectingSink(), Recorder()
     deps = make_deps(store=store, llm=llm, sink=sink, clock=clock, observer=recorder)
     ownership = StoreUserLeases(store, clock, owner=owner, ttl_s=TTL)
     lost: list[str] = []
-    registry = Registry(deps, ownership, hand_over=hand_over, on_lost=lost.append)
+    registry = Registry(deps, ownership, hand_over=hand_over, on_lost=lost.append, adopt=adopt)
     async with registry:
         yield Process(owner, registry, llm, sink, recorder, lost)
 
@@ -284,3 +285,32 @@ def test_a_zombie_counts_as_gone():
         assert gone_from_this_host(f"{host}:{child.pid}:ab")
     finally:
         child.wait()
+
+
+@pytest.mark.parametrize("adopt", [True, False])
+async def test_a_service_adopts_what_a_stuck_process_left_unanswered(adopt: bool):
+    store, clock = MemoryStore(), ManualClock()
+    left = MemoryEvent("0001", "u", "user", "left behind", "text", clock.now(), 3)
+    await store.append([left])
+    await store.acquire_lease("user:u", "elsewhere:1:stuck", ttl_s=TTL, now=clock.now())
+    await store.append([MemoryEvent("0002", "v", "user", "answered", "text", clock.now(), 3)])
+    await store.append(
+        [MemoryEvent("0003", "v", "assistant", "done", "text", clock.now(), 3, "0002")]
+    )
+    await store.mark_delivered("v", "0003", "sent")
+    await store.acquire_lease("user:v", "elsewhere:1:stuck", ttl_s=TTL, now=clock.now())
+    async with process("host:2:b", store, clock, adopt=adopt) as b:
+        for _ in range(3):  # a time to live of rounds: the stuck claim is not yet expired
+            await b.registry.leases.renew()
+        assert b.registry.get("u") is None
+        clock.advance(TTL + 1)
+        for _ in range(3):
+            await b.registry.leases.renew()
+        if adopt:
+            replies = await b.sink.wait_for(1)
+            assert replies[0].reply_to == "0001"
+            assert LeaseTakenOver() in b.recorder.seen
+        else:  # a terminal serves its own user only
+            assert b.registry.get("u") is None
+        assert b.registry.get("v") is None  # nothing was owed to v: left alone
+    assert replies_per_message(store, "u") == {"0001": 1 if adopt else 0}
