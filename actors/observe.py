@@ -98,6 +98,32 @@ class ActorCrashed:
     pass
 
 
+@dataclass(frozen=True, slots=True)
+class LeasesRenewed:
+    """One renewal round: claims renewed, claims found lost, claims the store could not renew."""
+
+    renewed: int
+    lost: int
+    failed: int
+
+
+@dataclass(frozen=True, slots=True)
+class LeaseTakenOver:
+    """A claim took a user from another process whose lease had expired unreleased."""
+
+
+@dataclass(frozen=True, slots=True)
+class OwnershipLost:
+    """A live actor's claim was lost (another process took the user): it stopped."""
+
+
+@dataclass(frozen=True, slots=True)
+class ClaimRefused:
+    """A claim met another process serving the user (`handed_over`: the message went to it)."""
+
+    handed_over: bool
+
+
 Observation = (
     TransitionMade
     | TurnFinished
@@ -110,6 +136,10 @@ Observation = (
     | MessagesJoined
     | MailboxRejected
     | ActorCrashed
+    | LeasesRenewed
+    | LeaseTakenOver
+    | OwnershipLost
+    | ClaimRefused
 )
 
 

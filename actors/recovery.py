@@ -6,11 +6,12 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING
 
-from actors.envelope import recovered
+from actors.envelope import Envelope, recovered
 from engine.errors import (
     StoreUnavailable,
 )
 from engine.lifecycle import Trigger
+from engine.messages import CollectStored
 
 if TYPE_CHECKING:
     from actors.user_actor import UserActor
@@ -37,6 +38,11 @@ async def recover_from_store(actor: UserActor) -> None:
     for event in reversed(pending):
         if event.id not in queued:
             actor.mailbox.push_front(recovered(event, actor.deps.clock.monotonic()))
+
+
+async def on_collect(actor: UserActor, cmd: CollectStored, envelope: Envelope) -> None:
+    """Another process stored messages for this user (a hand-over): queue those not held."""
+    await recover_from_store(actor)
 
 
 async def probe(actor: UserActor) -> None:

@@ -1,14 +1,19 @@
 """The registry: activates a user's actor on first message, passivates idle ones, drains.
 
 It owns every actor task through one anyio task group, keeps strong references to actors,
-and persists each message before `tell` returns (durable from acceptance).
+and persists each message before `tell` returns (durable from acceptance). With an
+`Ownership`, an actor lives only under a claim: claimed before it activates, its writes
+fenced by that lease, renewed for all live actors in one round every `renew_every_s`, and
+released at passivation and drain (`actors.leases` holds the rounds and the hand-overs).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from contextlib import suppress
+from dataclasses import replace
 from types import TracebackType
 from typing import Self
 
@@ -16,7 +21,7 @@ import anyio
 from anyio.abc import TaskGroup
 from opentelemetry import context as otel_context
 
-from actors import intake
+from actors import intake, leases
 from actors.deps import ActorDeps
 from actors.envelope import Envelope, abandon, recovered, settled
 from actors.history import TransitionFeed
@@ -24,11 +29,11 @@ from actors.observe import ActorCrashed
 from actors.tickets import Accepted, ActorView, Rejected, Repeated, Ticket, view_of
 from actors.user_actor import UserActor
 from engine.domain import Language, Source
-from engine.errors import ShuttingDown
+from engine.errors import OwnedElsewhere, ShuttingDown
 from engine.lifecycle import Phase
 from engine.messages import Command, HandleText, HandleVoice
 from engine.persona import line
-from engine.ports import Clock
+from engine.ports import Clock, Lease, Ownership
 
 log = logging.getLogger(__name__)
 
@@ -38,8 +43,29 @@ __all__ = ["Accepted", "ActorView", "Registry", "Rejected", "Repeated", "Ticket"
 class Registry:
     """All live actors of the process. Use as `async with Registry(deps) as registry:`."""
 
-    def __init__(self, deps: ActorDeps) -> None:
+    def __init__(
+        self,
+        deps: ActorDeps,
+        ownership: Ownership | None = None,
+        *,
+        hand_over: bool = True,
+        on_lost: Callable[[str], None] | None = None,
+        adopt: bool = False,
+    ) -> None:
+        """Args:
+        deps: what every actor shares.
+        ownership: how this process claims users; None serves every user unclaimed (one
+            process alone on its store, as in tests).
+        hand_over: for a user another process serves, store the message and hand it to that
+            process (a service); False raises `OwnedElsewhere` instead (the terminal).
+        on_lost: called with the user id when a live actor's claim was lost.
+        adopt: take over, now and then, users a dead process left with messages unanswered
+            (a service; a terminal serves its one user only).
+        """
         self._deps = deps
+        self.leases = leases.Claims(
+            self, ownership, hand_over=hand_over, on_lost=on_lost, adopt=adopt
+        )
         self._actors: dict[str, UserActor] = {}
         self._activating: dict[str, asyncio.Future[UserActor]] = {}
         self._erasing: dict[str, asyncio.Event] = {}
@@ -50,6 +76,7 @@ class Registry:
     async def __aenter__(self) -> Self:
         self._group = anyio.create_task_group()
         await self._group.__aenter__()
+        self.leases.start(self._group)
         return self
 
     async def __aexit__(
@@ -59,6 +86,7 @@ class Registry:
         tb: TracebackType | None,
     ) -> None:
         await self.drain()
+        self.leases.stop()
         assert self._group is not None
         await self._group.__aexit__(exc_type, exc, tb)
 
@@ -83,8 +111,13 @@ class Registry:
         Raises:
             ShuttingDown: the registry is draining.
             StoreUnavailable: the message could not be stored (nothing was accepted).
+            OwnedElsewhere: another process serves the user and this registry does not hand
+                messages over (nothing was stored).
         """
-        actor = await self._actor(user_id, language)
+        try:
+            actor = await self._actor(user_id, language)
+        except OwnedElsewhere as exc:
+            return await self.leases.hand_over(exc, user_id, text, source, language, origin)
         event = intake.new_event(self._deps, actor, text, source, origin)
         command = HandleText(event, joins=joins)
         return await intake.accept(self._deps, actor, command, event, language)
@@ -92,8 +125,14 @@ class Registry:
     async def tell_voice(
         self, user_id: str, audio: bytes, *, language: Language | None = None, origin: str = ""
     ) -> Ticket:
-        """Store a voice message (its transcript is filled in later) and queue it."""
-        actor = await self._actor(user_id, language)
+        """Store a voice message (its transcript is filled in later) and queue it.
+
+        Handed to another process that serves the user, the audio stays here: the owner asks
+        the user to send it again."""
+        try:
+            actor = await self._actor(user_id, language)
+        except OwnedElsewhere as exc:
+            return await self.leases.hand_over(exc, user_id, "", "voice", language, origin)
         event = intake.new_event(self._deps, actor, "", "voice", origin)
         return await intake.accept(self._deps, actor, HandleVoice(event, audio), event, language)
 
@@ -123,7 +162,11 @@ class Registry:
         return Accepted("")
 
     async def wake(self, user_id: str) -> bool:
-        """Activate the user's actor if it is not live (it picks up unanswered messages)."""
+        """Activate the user's actor if it is not live (it picks up unanswered messages).
+
+        Raises:
+            OwnedElsewhere: another process serves the user.
+        """
         if user_id in self._actors:
             return False
         await self._actor(user_id, None)
@@ -152,6 +195,7 @@ class Registry:
 
         Raises:
             StoreUnavailable: nothing was deleted; what waited is answered on the next start.
+            OwnedElsewhere: another process serves the user (nothing was deleted).
         """
         while (gate := self._erasing.get(user_id)) is not None:
             await gate.wait()
@@ -167,8 +211,9 @@ class Registry:
                 actor.stop()
                 await actor.done.wait()
                 await settled(actor.mailbox)  # no message accepted before lands after it
+            await self.leases.released(user_id)
             with self._deps.tracer.start_as_current_span("store.erase_user"):
-                await self._deps.store.erase_user(user_id)
+                await self.leases.erase(user_id)
         finally:
             del self._erasing[user_id]
             gate.set()
@@ -210,13 +255,19 @@ class Registry:
         deps = self._deps
         future: asyncio.Future[UserActor] = asyncio.get_running_loop().create_future()
         self._activating[user_id] = future
+        lease: Lease | None = None
         try:
+            await self.leases.released(user_id)
+            lease = await self.leases.claim(user_id)
             with deps.tracer.start_as_current_span("actor.activate"):
                 profile = await deps.store.get_profile(user_id)
                 owed = await deps.store.unanswered(user_id)
                 undelivered = await deps.store.owed_replies(user_id)
+                if lease is not None:  # another process may have written last, its clock ahead
+                    await leases.ids_after_newest(deps, user_id)
+            own = deps if lease is None else replace(deps, store=deps.store.fenced(lease))
             actor = UserActor(
-                user_id, deps, language=profile.language if profile else (language or "ru")
+                user_id, own, language=profile.language if profile else (language or "ru")
             )
             actor.profile_known = profile is not None
             actor.delivery_owed = bool(undelivered)
@@ -224,7 +275,11 @@ class Registry:
             for event in owed:
                 actor.mailbox.offer(recovered(event, now), force=True)
             self._start(actor)
+            if lease is not None:
+                self.leases.hold(user_id, lease)
         except BaseException as exc:
+            if lease is not None:
+                await self.leases.give_up(lease)
             future.set_exception(exc)
             future.exception()  # retrieved: waiters re-raise it themselves
             raise
@@ -252,7 +307,10 @@ class Registry:
         finally:
             self._forget(actor)
             abandon(actor.mailbox)
-            actor.done.set()
+            try:
+                await self.leases.after_actor(actor)
+            finally:
+                actor.done.set()
         if crashed and len(actor.mailbox) and not self._closing:
             # Its messages are stored; a fresh actor recovers them from the store.
             await self._activate(actor.user_id, actor.language)
@@ -269,6 +327,7 @@ class Registry:
         actor.retired = True
         if self._actors.get(actor.user_id) is actor:
             del self._actors[actor.user_id]
+            self.leases.releasing(actor.user_id)  # before any new activation can claim
         if not self._actors:
             self._idle.set()
 
@@ -283,6 +342,7 @@ class Registry:
         with anyio.move_on_after(timeout_s):
             if self._actors:
                 await self._idle.wait()
+            await self.leases.all_released()
         if self._actors and self._group is not None:
             log.warning("drain deadline passed", extra={"actors_left": len(self._actors)})
             self._group.cancel_scope.cancel()
@@ -294,6 +354,18 @@ class Registry:
 
     def get(self, user_id: str) -> UserActor | None:
         return self._actors.get(user_id)
+
+    def live(self) -> list[UserActor]:
+        """The live actors, in activation order."""
+        return list(self._actors.values())
+
+    @property
+    def deps(self) -> ActorDeps:
+        return self._deps
+
+    @property
+    def closing(self) -> bool:
+        return self._closing
 
     def views(self) -> list[ActorView]:
         now = self._deps.clock.monotonic()

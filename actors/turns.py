@@ -17,6 +17,7 @@ from engine.domain import MemoryEvent, UserProfile
 from engine.errors import (
     BadAudio,
     DeliveryFailed,
+    LeaseLost,
     LLMRejected,
     LLMUnavailable,
     MessageTooLong,
@@ -26,6 +27,7 @@ from engine.errors import (
 )
 from engine.lifecycle import RESTING_PHASES, Phase, Trigger
 from engine.messages import (
+    CollectStored,
     CompressMemory,
     HandleText,
     HandleVoice,
@@ -181,6 +183,11 @@ async def deliver(actor: UserActor, event: MemoryEvent, text: str, kind: ReplyKi
 
 
 async def crashed(actor: UserActor, exc: Exception, envelope: Envelope) -> None:
+    if isinstance(exc, LeaseLost):  # another process serves the user: it answers, not this one
+        log.warning("lease lost mid-turn; the actor stops without writing")
+        actor.lease_lost = True
+        actor.stop()
+        return
     log.error(
         "turn failed",
         extra={"error_type": type(exc).__name__, "phase": actor.state},
@@ -239,6 +246,7 @@ HANDLERS: dict[type, Handler] = {
     HandleText: on_text,
     HandleVoice: on_voice,
     CompressMemory: compaction.on_compress,
+    CollectStored: recovery.on_collect,
     ResetActor: on_reset,
     UpdateProfile: on_update_profile,
 }

@@ -51,6 +51,7 @@ class UserActor:
         "done",
         "language",
         "last_active",
+        "lease_lost",
         "mailbox",
         "messages",
         "owed",
@@ -77,6 +78,8 @@ class UserActor:
         self.profile_known = False
         self.stopping = False
         self.retired = False
+        self.lease_lost = False
+        """Another process serves the user now: this actor stopped without writing more."""
         self.done = asyncio.Event()  # set when the loop has exited, however it exited
         now = deps.clock.monotonic()
         self.last_active = now

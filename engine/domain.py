@@ -162,3 +162,13 @@ class EventIds:
         self._last_us = micros
         stamp = _EPOCH + timedelta(microseconds=micros)
         return f"{micros:016x}{random.getrandbits(32):08x}", stamp
+
+    def after(self, event_id: str) -> None:
+        """Make every later id sort after `event_id` (an id another process made, whose
+        clock may run ahead of this one's). An id not made by `next` is ignored."""
+        try:
+            micros = int(event_id[:16], 16)
+        except ValueError:
+            return
+        if len(event_id) >= 16:
+            self._last_us = max(self._last_us, micros)

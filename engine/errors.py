@@ -8,18 +8,21 @@ ButlerError
 │   ├── TranscriberBusy       no worker free in time
 │   ├── SummaryRejected       the model's summary was empty, too long or in the wrong language
 │   ├── DeliveryFailed        the front door could not hand a reply over (it stays owed)
-│   └── ShuttingDown          the service stopped taking messages; the sender may retry
+│   ├── ShuttingDown          the service stopped taking messages; the sender may retry
+│   └── OwnedElsewhere        another process holds the lease on this key (until it expires)
 └── PermanentError            retrying the same input fails the same way
     ├── StoreCorrupted        schema or data the store cannot read
     ├── DuplicateMessage      a message with this origin is stored already (answered once)
     ├── LLMRejected           the server refused the request (4xx other than 408/429)
     ├── BadAudio              audio that cannot be decoded, is silent or too long
     ├── MessageTooLong        the user's message alone exceeds its prompt budget
-    └── IllegalTransition     a lifecycle trigger fired from a state that forbids it (a bug)
+    ├── IllegalTransition     a lifecycle trigger fired from a state that forbids it (a bug)
+    └── LeaseLost             this lease's key has another holder now: write nothing for it
 """
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Literal
 
 
@@ -113,3 +116,24 @@ class MessageTooLong(PermanentError):
 
 class IllegalTransition(PermanentError):
     """A trigger was fired from a state whose row in the table does not allow it."""
+
+
+class OwnedElsewhere(TransientError):
+    """Another owner holds the lease on `key` until `expires_at` (then it may be taken);
+    `token` is that lease's fencing token (0 when unknown)."""
+
+    def __init__(self, key: str, *, owner: str, expires_at: datetime, token: int = 0) -> None:
+        super().__init__(f"{key} is held by {owner} until {expires_at.isoformat()}")
+        self.key = key
+        self.owner = owner
+        self.expires_at = expires_at
+        self.token = token
+
+
+class LeaseLost(PermanentError):
+    """The lease on `key` is no longer this holder's (taken over or released): a write under
+    it was refused and nothing was written; the holder must stop acting for the key."""
+
+    def __init__(self, key: str) -> None:
+        super().__init__(f"the lease on {key} was lost")
+        self.key = key

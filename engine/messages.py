@@ -62,6 +62,12 @@ class CompressMemory:
 
 
 @dataclass(frozen=True, slots=True)
+class CollectStored:
+    """Queue the user's stored messages that have no reply and are not in the mailbox: another
+    process stored them and handed them to this one, which serves the user."""
+
+
+@dataclass(frozen=True, slots=True)
 class ResetActor:
     """Leave degraded, forget the breaker and backoff (an operator's reset).
 
@@ -112,5 +118,5 @@ class UpdateProfile:
         )
 
 
-Command = HandleText | HandleVoice | CompressMemory | ResetActor | UpdateProfile
+Command = HandleText | HandleVoice | CompressMemory | CollectStored | ResetActor | UpdateProfile
 UserMessage = HandleText | HandleVoice

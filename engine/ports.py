@@ -7,7 +7,7 @@ Each adapter implements one port for one technology and maps its errors onto
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Literal, Protocol
 
@@ -123,8 +123,84 @@ class ResponseCache(Protocol):
         ...
 
 
-class Store(ProfileStore, EventStore, DeliveryLedger, CompactionStore, ResponseCache, Protocol):
+@dataclass(frozen=True, slots=True)
+class Lease:
+    """A claim of `owner` on `key` (`user:<id>`, `partition:<n>`, `worker:<id>`) until
+    `expires_at`. `token` is the fencing token: strictly greater for every new holder of the
+    key, the same while one holder renews. `nudges` counts the hand-overs other processes
+    signalled to the holder (`LeaseStore.nudge_lease`); it only ever grows. `taken_from` is
+    set only on what `acquire_lease` returns when it took the key from another owner whose
+    lease had expired unreleased (a takeover); it is not stored and not compared."""
+
+    key: str
+    owner: str
+    token: int
+    expires_at: datetime
+    nudges: int = 0
+    taken_from: str = field(default="", compare=False)
+
+    def same_claim(self, other: Lease) -> bool:
+        """Whether `other` is this claim (key, owner and token), renewed or not."""
+        return (self.key, self.owner, self.token) == (other.key, other.owner, other.token)
+
+
+class LeaseStore(Protocol):
+    """Leases with fencing tokens: who may act, and write, for a key. Every method is atomic
+    in the store, so two processes racing for a key never both hold it."""
+
+    async def acquire_lease(self, key: str, owner: str, *, ttl_s: float, now: datetime) -> Lease:
+        """Take `key` if it is free or expired (a token greater than any before), or renew it
+        (the same token) when `owner` holds it already; it expires `ttl_s` after `now`.
+
+        Raises:
+            OwnedElsewhere: another owner holds `key` unexpired (its owner id and expiry).
+        """
+        ...
+
+    async def renew_lease(self, lease: Lease, *, ttl_s: float, now: datetime) -> Lease:
+        """Extend `lease` to `ttl_s` after `now`, with the current count of nudges.
+
+        Raises:
+            LeaseLost: `key` has another holder or token now (it expired and was taken, or
+                was released).
+        """
+        ...
+
+    async def release_lease(self, lease: Lease) -> None:
+        """Free the key if `lease` still holds it (the token is kept for the next holder);
+        otherwise do nothing."""
+        ...
+
+    async def leases(self, prefix: str, *, now: datetime) -> list[Lease]:
+        """Unexpired leases whose key starts with `prefix`, ordered by key."""
+        ...
+
+    async def nudge_lease(self, key: str, *, now: datetime) -> Lease | None:
+        """Count one more nudge on the unexpired lease of `key` (its holder sees it at the next
+        renewal: a message was stored for it by another process) and return that lease; None
+        when nobody holds `key` unexpired (the caller may take it instead)."""
+        ...
+
+
+class Store(
+    ProfileStore, EventStore, DeliveryLedger, CompactionStore, ResponseCache, LeaseStore, Protocol
+):
     """Everything Butler keeps: one object per backend (SQLite, MongoDB)."""
+
+    def fenced(self, lease: Lease) -> Store:
+        """A view of this store whose writes commit only while `lease` holds its key.
+
+        Fenced writes: `append`, `save_profile`, `apply_summary`, `cache_answer`,
+        `erase_user`. Each checks, in the same transaction (or atomic step) as the write, that
+        `lease.key` is held by `lease.owner` with `lease.token`, and otherwise raises
+        `LeaseLost`, having written nothing. Expiry alone does not fail a fenced write: only a
+        new holder does, and a new holder has a greater token. `mark_delivered` is not fenced:
+        it records what the front door already did, and refusing it would make the next
+        owner send that reply again. Reads, leases, the retention purges (`purge_older_than`,
+        `purge_cache`: not a user's) and `check` pass through; `close` of a view closes
+        nothing (the store is its opener's).
+        """
+        ...
 
     async def check(self) -> None:
         """Confirm the store still keeps what it is given (a service calls it on a timer).
@@ -137,6 +213,47 @@ class Store(ProfileStore, EventStore, DeliveryLedger, CompactionStore, ResponseC
         ...
 
     async def close(self) -> None: ...
+
+
+class Ownership(Protocol):
+    """How a process becomes the one that serves a user: by a lease on the user itself, or
+    on the partition the user belongs to. The registry claims before an actor activates,
+    renews every live claim every `renew_every_s`, and releases at passivation and drain."""
+
+    @property
+    def renew_every_s(self) -> float:
+        """How often the claims must be renewed (a third of their time to live)."""
+        ...
+
+    async def claim(self, user_id: str) -> Lease:
+        """The lease under which this process serves `user_id` (taken or renewed).
+
+        Raises:
+            OwnedElsewhere: another process serves the user now.
+        """
+        ...
+
+    async def renew(self, leases: Sequence[Lease]) -> list[Lease | None]:
+        """Renew `leases`; the renewed lease for each, in order, or None where it was lost.
+
+        Raises:
+            StoreUnavailable: nothing could be renewed now (the caller tries again).
+        """
+        ...
+
+    async def release(self, lease: Lease) -> None:
+        """Give the claim up (a lease shared by other live users may be kept)."""
+        ...
+
+    async def hand_over(self, user_id: str) -> Lease | None:
+        """Tell the process serving `user_id` that a message for the user was stored here;
+        returns its lease, or None when nobody serves the user (claim it instead)."""
+        ...
+
+    async def orphaned(self) -> list[str]:
+        """Users whose serving process stopped renewing its claim (it expired unreleased) or
+        is gone: what it left unanswered is a service's to take over and answer."""
+        ...
 
 
 @dataclass(frozen=True, slots=True)

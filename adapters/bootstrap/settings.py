@@ -58,6 +58,7 @@ class Settings:
     tokenizer: str = ""
     retention_days: int = 90
     retention_interval_s: float = 3600.0
+    lease_ttl_s: float = 15.0
     budget: Budget = Budget()
     policy: CompressionPolicy = CompressionPolicy()
     # The service coalesces lines written in one breath; the engine alone does not.

@@ -116,6 +116,9 @@ VARIABLES: tuple[Variable, ...] = (
        "are answered as one turn (lines written in one breath); 0: every message its own"),
     _v("BUTLER_IDLE_TIMEOUT_S", "actors.idle_timeout_s", _SECONDS, "900",
        "seconds before an idle actor is passivated"),
+    _v("BUTLER_LEASE_TTL_S", "lease_ttl_s", _SECONDS, "15",
+       "seconds a process's claim on a user lasts unrenewed (renewed every third); another "
+       "process takes the user over after it, or at once when the holder is gone from this host"),
     _v("BUTLER_WHISPER_MODEL", "stt.model", p.text, "",
        "speech-to-text model: a CTranslate2 Whisper directory, a size name or a hub id; "
        "empty: the packaged base model"),

@@ -12,7 +12,7 @@ import asyncio
 import gc
 import logging
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack, asynccontextmanager, suppress
 from dataclasses import dataclass
 from datetime import timedelta
@@ -24,12 +24,21 @@ from prometheus_client import CollectorRegistry
 
 from actors.deps import ActorDeps
 from actors.observe import Observer
+from actors.ownership import StoreUserLeases, process_owner_id
 from actors.registry import Registry
 from adapters.bootstrap.clock import SystemClock
 from adapters.bootstrap.settings import Settings
 from adapters.observability.metrics import ActorCollector, ButlerMetrics
-from engine.errors import ConfigurationError, ShuttingDown, StoreUnavailable
-from engine.ports import Clock, LanguageModel, ReplySink, Store, TokenCounter, Transcriber
+from engine.errors import ConfigurationError, OwnedElsewhere, ShuttingDown, StoreUnavailable
+from engine.ports import (
+    Clock,
+    LanguageModel,
+    Ownership,
+    ReplySink,
+    Store,
+    TokenCounter,
+    Transcriber,
+)
 from engine.prompt import PromptBuilder, Template, parse_template
 from engine.tokens import CalibratedEstimator
 
@@ -68,6 +77,8 @@ class Ports:
     clock: Clock | None = None
     counter: TokenCounter | None = None
     observer: Observer | None = None
+    ownership: Ownership | None = None
+    """How this process claims users; None: a `user:<id>` store lease each."""
 
 
 DEFAULT_PORTS = Ports()
@@ -226,13 +237,19 @@ async def open_app(
     ports: Ports = DEFAULT_PORTS,
     metrics: CollectorRegistry | None = None,
     recover: bool = False,
+    hand_over: bool = True,
+    on_lost: Callable[[str], None] | None = None,
 ) -> AsyncIterator[App]:
     """Build, start and finally drain and close the engine.
 
     `metrics` is the Prometheus registry the engine's instruments go on (a new one by
     default). `recover=True` (a service) wakes, in the background, every user whose messages
     were stored but not answered before the last stop; otherwise a user's actor picks them up
-    on the user's next message.
+    on the user's next message, and now and then takes over users that another, dead,
+    process left unanswered. A user is served only under a claim of this process
+    (`Ports.ownership`, else a store lease per user for `BUTLER_LEASE_TTL_S`): a message for a
+    user another process serves is stored and handed to it (`hand_over`), or refused with
+    `OwnedElsewhere`; `on_lost` hears of a user this process stopped serving.
     """
     async with AsyncExitStack() as stack:
         store = ports.store
@@ -247,7 +264,12 @@ async def open_app(
                 stack.push_async_callback(closer)
         metrics = metrics if metrics is not None else CollectorRegistry()
         deps = actor_deps(settings, sink=sink, store=store, llm=llm, ports=ports, metrics=metrics)
-        registry = await stack.enter_async_context(Registry(deps))
+        ownership = ports.ownership or StoreUserLeases(
+            store, deps.clock, owner=process_owner_id(), ttl_s=settings.lease_ttl_s
+        )
+        registry = await stack.enter_async_context(
+            Registry(deps, ownership, hand_over=hand_over, on_lost=on_lost, adopt=recover)
+        )
         metrics.register(ActorCollector(registry))
         background: list[asyncio.Task[Any]] = [
             asyncio.create_task(_retention_loop(store, deps.clock, settings))
@@ -281,8 +303,13 @@ async def recover_owed(registry: Registry, store: Store, *, page: int = 500) -> 
             for profile in profiles:
                 user_id = profile.user_id
                 owed = await store.unanswered(user_id) or await store.owed_replies(user_id)
-                if owed and await registry.wake(user_id):
-                    woken += 1
+                try:
+                    if owed and await registry.wake(user_id):
+                        woken += 1
+                except OwnedElsewhere:
+                    # Another process serves the user, or served it and died: its lease
+                    # expires and a renewal round claims the user then, unless answered.
+                    registry.leases.watch(user_id)
         except StoreUnavailable:
             log.warning("recovery sweep stopped: store unavailable; users recover on next message")
             return woken

@@ -1,24 +1,34 @@
 """`butler admin list|show|history|reset|update`: through the running service's admin API, or on the
-store directly when no service answers (said on stderr), so live actors stay coherent."""
+store directly when no service answers (said on stderr), so live actors stay coherent. On the
+store, a write claims the user first, as an actor would: a user another process serves
+(a `butler chat`) is refused with exit code 3 and nothing is changed."""
 
 from __future__ import annotations
 
 import argparse
 import json
 import sys
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from dataclasses import asdict
 from datetime import datetime
 from typing import Any, TextIO
 from urllib.parse import quote
 
+from actors.ownership import StoreUserLeases, process_owner_id
 from adapters.admin.client import AdminClient, AdminRequestFailed, NotButler, ServiceUnreachable
 from adapters.admin.conversation import conversation, history_json
 from adapters.admin.views import profile_json
+from adapters.bootstrap.clock import SystemClock
 from adapters.bootstrap.settings import Settings
 from adapters.bootstrap.wiring import open_store, store_name
 from engine.domain import InvalidProfileError
+from engine.errors import OwnedElsewhere
 from engine.messages import UpdateProfile
+from engine.ports import Store
+
+EXIT_OWNED_ELSEWHERE = 3
+"""Another Butler process serves the user: change it through that process, or after it."""
 
 
 async def main(settings: Settings, args: argparse.Namespace) -> int:
@@ -172,6 +182,32 @@ async def list_from_store(settings: Settings, *, out: TextIO) -> int:
         await store.close()
 
 
+@asynccontextmanager
+async def claimed(settings: Settings, store: Store, user_id: str) -> AsyncIterator[Store]:
+    """`store` fenced by a claim of this command on the user, released after.
+
+    Raises:
+        OwnedElsewhere: another process serves the user.
+    """
+    ownership = StoreUserLeases(
+        store, SystemClock(), owner=process_owner_id(), ttl_s=settings.lease_ttl_s
+    )
+    lease = await ownership.claim(user_id)
+    try:
+        yield store.fenced(lease)
+    finally:
+        await ownership.release(lease)
+
+
+def _served_elsewhere(exc: OwnedElsewhere, user_id: str, settings: Settings) -> int:
+    print(
+        f"butler: another Butler process ({exc.owner}) serves user {user_id!r} on "
+        f"{store_name(settings)}; change it through that process, or after it ends",
+        file=sys.stderr,
+    )
+    return EXIT_OWNED_ELSEWHERE
+
+
 async def reset_in_store(settings: Settings, user_id: str, *, erase: bool, out: TextIO) -> int:
     """No actor is live without the service: only `--erase` has something to do."""
     store = await open_store(settings)
@@ -180,7 +216,10 @@ async def reset_in_store(settings: Settings, user_id: str, *, erase: bool, out: 
             print(f"butler: no user {user_id!r} in {store_name(settings)}", file=sys.stderr)
             return 1
         if erase:
-            await store.erase_user(user_id)
+            async with claimed(settings, store, user_id) as fenced:
+                await fenced.erase_user(user_id)
+    except OwnedElsewhere as exc:
+        return _served_elsewhere(exc, user_id, settings)
     finally:
         await store.close()
     print(json.dumps({"reset": True, "erased": erase, "state": "passive"}), file=out)
@@ -199,7 +238,10 @@ async def update_in_store(
             print(f"butler: no user {user_id!r} in {store_name(settings)}", file=sys.stderr)
             return 1
         profile = update.apply(profile, datetime.now().astimezone())
-        await store.save_profile(profile)
+        async with claimed(settings, store, user_id) as fenced:
+            await fenced.save_profile(profile)
+    except OwnedElsewhere as exc:
+        return _served_elsewhere(exc, user_id, settings)
     finally:
         await store.close()
     print(json.dumps(profile_json(profile), ensure_ascii=False), file=out)

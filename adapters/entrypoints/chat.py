@@ -3,6 +3,10 @@
 Interactive (a TTY): line editing and history (readline, kept in the data dir), replies
 wrapped to the terminal width; `/exit`, `/quit`, Ctrl-D leave (exit code 0), and Ctrl-C at
 the prompt leaves at once (130). Piped: one reply per input line, each on one line.
+
+A user is served by one process at a time: when another Butler process serves this user on
+the same store, `chat` says so in one line and exits with code 3, before the prompt, or as
+soon as that process takes the user over mid-session.
 """
 
 from __future__ import annotations
@@ -14,24 +18,27 @@ import shutil
 import sys
 import textwrap
 import threading
-from collections.abc import Iterator
+from collections.abc import Awaitable, Iterator
 from dataclasses import replace
 from pathlib import Path
-from typing import TextIO
+from typing import TextIO, TypeVar
 
 from opentelemetry import trace
 
 from actors.registry import Registry, Rejected
 from adapters.bootstrap.settings import Settings
-from adapters.bootstrap.wiring import open_app
+from adapters.bootstrap.wiring import open_app, store_name
 from engine.domain import Language
-from engine.errors import StoreUnavailable
+from engine.errors import OwnedElsewhere, StoreUnavailable
 from engine.persona import line
 from engine.ports import OutgoingReply
 
 tracer = trace.get_tracer("butler.cli")
+T = TypeVar("T")
 
 LEAVE = frozenset({"/exit", "/quit"})
+EXIT_OWNED_ELSEWHERE = 3
+"""The exit code when another Butler process serves the user (before or during the chat)."""
 HISTORY_FILE = "chat_history"
 HISTORY_LENGTH = 1000
 
@@ -52,6 +59,24 @@ def no_llm_hint(llm: object, settings: Settings) -> str:
             " replies are canned (degraded) until it answers."
         )
     return NO_LLM_HINT.format(urls=", ".join(settings.llm_urls))
+
+
+def owned_elsewhere(exc: OwnedElsewhere, user_id: str, settings: Settings) -> str:
+    """The one line that says who serves the user instead of this process."""
+    until = exc.expires_at.strftime("%Y-%m-%d %H:%M:%S UTC")
+    return (
+        f"butler: another Butler process ({exc.owner}) serves user {user_id!r} on "
+        f"{store_name(settings)}; its claim runs until {until} and is renewed while it lives. "
+        "Leave that chat (or stop that service) first."
+    )
+
+
+def taken_over(user_id: str, settings: Settings) -> str:
+    return (
+        f"butler: another Butler process took user {user_id!r} over on {store_name(settings)} "
+        "(this one had stopped renewing its claim); this chat ends, and that process answers "
+        "what was typed here."
+    )
 
 
 class ConsoleSink:
@@ -104,9 +129,6 @@ class Prompt:
 
     async def read(self) -> str | None:
         """The next line without its end, or None at the end of input (Ctrl-D)."""
-        if not self._interactive:
-            text = await asyncio.to_thread(self._stdin.readline)
-            return text.rstrip("\n") if text else None
         loop = asyncio.get_running_loop()
         answer: asyncio.Future[str | None] = loop.create_future()
 
@@ -115,12 +137,18 @@ class Prompt:
                 answer.set_result(value)
 
         def ask() -> None:
-            try:
-                value: str | None = input("> ")
-            except EOFError:
-                value = None
-                print(file=sys.stdout, flush=True)
-            loop.call_soon_threadsafe(settle, value)
+            value: str | None
+            if not self._interactive:  # a daemon thread too: a chat ending mid-read exits
+                text = self._stdin.readline()
+                value = text.rstrip("\n") if text else None
+            else:
+                try:
+                    value = input("> ")
+                except EOFError:
+                    value = None
+                    print(file=sys.stdout, flush=True)
+            with contextlib.suppress(RuntimeError):  # the loop closed: nobody waits
+                loop.call_soon_threadsafe(settle, value)
 
         threading.Thread(target=ask, name="chat-prompt", daemon=True).start()
         return await answer
@@ -170,19 +198,50 @@ async def chat(
     width = shutil.get_terminal_size().columns - 1 if interactive else None
     sink = ConsoleSink(out, one_line=not interactive, width=width)
     prompt = Prompt(stdin, history=settings.data_dir / HISTORY_FILE if interactive else None)
-    async with open_app(settings, sink=sink) as app:
+    lost = asyncio.Event()
+    async with open_app(settings, sink=sink, hand_over=False, on_lost=lambda _: lost.set()) as app:
         if not await app.llm.probe():
             print(no_llm_hint(app.llm, settings), file=sys.stderr)
-        with prompt.session():
-            while True:
-                text = await prompt.read()
-                if text is None:
-                    return 0
-                text = text.strip()
-                if text in LEAVE:
-                    return 0
-                if text:
-                    await exchange(app.registry, sink, user_id, text, language=language)
+        try:
+            await app.registry.wake(user_id)  # the claim; stored messages are answered now
+            with prompt.session():
+                while True:
+                    text = await _unless_lost(prompt.read(), lost)
+                    if text is None:
+                        return 0
+                    text = text.strip()
+                    if text in LEAVE:
+                        return 0
+                    if text:
+                        await exchange(
+                            app.registry, sink, user_id, text, language=language, lost=lost
+                        )
+        except OwnedElsewhere as exc:
+            print(owned_elsewhere(exc, user_id, settings), file=sys.stderr)
+            return EXIT_OWNED_ELSEWHERE
+        except _Lost:
+            print(taken_over(user_id, settings), file=sys.stderr)
+            return EXIT_OWNED_ELSEWHERE
+
+
+class _Lost(Exception):
+    """This process no longer serves the user."""
+
+
+async def _unless_lost(work: Awaitable[T], lost: asyncio.Event) -> T:
+    """The outcome of `work`, unless the user's claim is lost first (`_Lost`)."""
+    if lost.is_set():
+        raise _Lost
+    task = asyncio.ensure_future(work)
+    waiter = asyncio.ensure_future(lost.wait())
+    try:
+        await asyncio.wait({task, waiter}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        waiter.cancel()
+    if not task.done():
+        task.cancel()
+        raise _Lost
+    return task.result()
 
 
 async def exchange(
@@ -192,6 +251,7 @@ async def exchange(
     text: str,
     *,
     language: Language | None = None,
+    lost: asyncio.Event | None = None,
 ) -> None:
     """Tell the actor one message and show its reply (or why it was not taken)."""
     with tracer.start_as_current_span("chat.message"):  # the message's trace root
@@ -206,5 +266,6 @@ async def exchange(
         return
     # tell() returns without yielding after the store write resolves, so the actor has not
     # run yet and the reply cannot arrive before we start waiting for it.
-    reply = await sink.expect(ticket.event_id)
+    expected = sink.expect(ticket.event_id)
+    reply = await (expected if lost is None else _unless_lost(expected, lost))
     sink.show(reply.text)

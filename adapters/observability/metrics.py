@@ -19,12 +19,16 @@ from actors.memory_worker import RunReport
 from actors.observe import (
     ActorCrashed,
     CacheLooked,
+    ClaimRefused,
     CompressionFinished,
     EventsStored,
+    LeasesRenewed,
+    LeaseTakenOver,
     LLMCalled,
     MailboxRejected,
     MessagesJoined,
     Observation,
+    OwnershipLost,
     ProfileAccessed,
     PromptBuilt,
     TransitionMade,
@@ -154,6 +158,28 @@ class ButlerMetrics:
             ["purpose"],
             registry=r,
         )
+        self.lease_renewals = Counter(
+            "butler_lease_renewals",
+            "Claims on users renewed, by outcome (ok, lost: taken over, failed: store down).",
+            ["outcome"],
+            registry=r,
+        )
+        self.lease_takeovers = Counter(
+            "butler_lease_takeovers",
+            "Users taken from a process whose claim had expired unreleased, or that is gone.",
+            registry=r,
+        )
+        self.leases_lost = Counter(
+            "butler_leases_lost",
+            "Live actors stopped because another process took their user over.",
+            registry=r,
+        )
+        self.claims_refused = Counter(
+            "butler_lease_claims_refused",
+            "Messages for users another process serves: handed over to it, or refused.",
+            ["outcome"],
+            registry=r,
+        )
         self._dispatch: dict[type, Callable[[Any], None]] = {
             CacheLooked: self._cache,
             TransitionMade: self._transition,
@@ -166,10 +192,21 @@ class ButlerMetrics:
             MessagesJoined: self._joined,
             MailboxRejected: lambda _: self.rejections.inc(),
             ActorCrashed: lambda _: self.crashes.inc(),
+            LeasesRenewed: self._renewed,
+            LeaseTakenOver: lambda _: self.lease_takeovers.inc(),
+            OwnershipLost: lambda _: self.leases_lost.inc(),
+            ClaimRefused: lambda o: self.claims_refused.labels(
+                "handed_over" if o.handed_over else "refused"
+            ).inc(),
         }
 
     def record(self, observation: Observation) -> None:
         self._dispatch[type(observation)](observation)
+
+    def _renewed(self, o: LeasesRenewed) -> None:
+        for outcome, count in (("ok", o.renewed), ("lost", o.lost), ("failed", o.failed)):
+            if count:
+                self.lease_renewals.labels(outcome).inc(count)
 
     def _transition(self, o: TransitionMade) -> None:
         self.transitions.labels(o.source.value, o.dest.value, o.trigger.value).inc()
@@ -232,6 +269,11 @@ class ActorCollector(Collector):
         for phase, count in self._registry.count_by_phase().items():
             states.add_metric([phase.value], count)
         yield states
+        yield GaugeMetricFamily(
+            "butler_leases_held",
+            "Users this process holds a claim on (its live actors, under an ownership).",
+            value=self._registry.leases.count(),
+        )
         depths = self._registry.mailbox_depths()
         yield GaugeMetricFamily(
             "butler_mailbox_messages", "Messages waiting in all mailboxes.", value=sum(depths)

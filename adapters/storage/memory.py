@@ -5,14 +5,16 @@ nothing across restarts (demos, the terminal, tests). Same contract as SQLite an
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from types import TracebackType
 from typing import NamedTuple, Self
 
+from engine import leases as rules
 from engine.codec import checked_event, checked_profile, utc
 from engine.domain import MemoryEvent, MemorySlice, TurnContext, UserProfile
 from engine.errors import DuplicateMessage, StoreCorrupted, StoreUnavailable
+from engine.ports import Lease, Store
 
 
 class CachedAnswer(NamedTuple):
@@ -36,6 +38,8 @@ class MemoryData:
     cache: dict[str, CachedAnswer] = field(default_factory=dict)
     delivered: dict[tuple[str, str], str] = field(default_factory=dict)
     """(user id, reply id) -> the receipt of a reply the front door took."""
+    leases: dict[str, Lease] = field(default_factory=dict)
+    """Key -> its lease row; a released key keeps its row (owner `FREE`) and its token."""
 
 
 class MemoryStore:
@@ -233,6 +237,63 @@ class MemoryStore:
             del cache[key]
         return len(expired)
 
+    # -- leases ------------------------------------------------------------------------------
+
+    async def acquire_lease(self, key: str, owner: str, *, ttl_s: float, now: datetime) -> Lease:
+        """Take `key` if free or expired (token + 1), or renew it for its holder.
+
+        Raises:
+            OwnedElsewhere: another owner holds `key` unexpired.
+        """
+        self._ensure_open()
+        lease = rules.taken(self.data.leases.get(key), key, owner, ttl_s=ttl_s, now=_time(now))
+        self.data.leases[key] = replace(lease, taken_from="")
+        return lease
+
+    async def renew_lease(self, lease: Lease, *, ttl_s: float, now: datetime) -> Lease:
+        """Extend `lease`. Raises: LeaseLost when its key has another holder or token."""
+        self._ensure_open()
+        kept = rules.renewed(self.data.leases.get(lease.key), lease, ttl_s=ttl_s, now=_time(now))
+        self.data.leases[lease.key] = kept
+        return kept
+
+    async def release_lease(self, lease: Lease) -> None:
+        """Free the key if `lease` still holds it."""
+        self._ensure_open()
+        freed = rules.released(self.data.leases.get(lease.key), lease)
+        if freed is not None:
+            self.data.leases[lease.key] = freed
+
+    async def leases(self, prefix: str, *, now: datetime) -> list[Lease]:
+        """Unexpired leases whose key starts with `prefix`, ordered by key."""
+        self._ensure_open()
+        moment = _time(now)
+        found = self.data.leases
+        return [
+            found[key]
+            for key in sorted(found)
+            if key.startswith(prefix) and rules.is_live(found[key], moment)
+        ]
+
+    async def nudge_lease(self, key: str, *, now: datetime) -> Lease | None:
+        """Count a nudge on the live lease of `key`; None when nobody holds it."""
+        self._ensure_open()
+        current = self.data.leases.get(key)
+        if current is None or not rules.is_live(current, _time(now)):
+            return None
+        nudged = replace(current, nudges=current.nudges + 1)
+        self.data.leases[key] = nudged
+        return nudged
+
+    def fenced(self, lease: Lease) -> Store:
+        """A view whose writes check, in the same step, that `lease` still holds its key."""
+        return FencedMemoryStore(self, lease)
+
+    def check_fence(self, lease: Lease) -> None:
+        """Raises: LeaseLost unless `lease` holds its key (StoreUnavailable when closed)."""
+        self._ensure_open()
+        rules.fence(self.data.leases.get(lease.key), lease)
+
     # -- dump (adapters.storage.dump) --------------------------------------------------------
 
     async def events_page(self, *, after: tuple[str, str], limit: int) -> list[MemoryEvent]:
@@ -248,6 +309,98 @@ class MemoryStore:
 
     def _ordered(self, user_id: str) -> list[MemoryEvent]:
         return sorted(self.data.events.get(user_id, {}).values(), key=lambda event: event.id)
+
+
+class FencedMemoryStore:
+    """`MemoryStore.fenced`: reads pass through; each write checks the lease and writes in one
+    step (neither yields to the loop in between, so no other task can take the key there)."""
+
+    def __init__(self, store: MemoryStore, lease: Lease) -> None:
+        self._store = store
+        self.lease = lease
+
+    async def save_profile(self, profile: UserProfile) -> None:
+        self._store.check_fence(self.lease)
+        await self._store.save_profile(profile)
+
+    async def erase_user(self, user_id: str) -> None:
+        self._store.check_fence(self.lease)
+        await self._store.erase_user(user_id)
+
+    async def append(
+        self, events: Sequence[MemoryEvent], *, profile: UserProfile | None = None
+    ) -> None:
+        self._store.check_fence(self.lease)
+        await self._store.append(events, profile=profile)
+
+    async def mark_delivered(self, user_id: str, event_id: str, receipt: str) -> None:
+        await self._store.mark_delivered(user_id, event_id, receipt)  # a fact: not fenced
+
+    async def apply_summary(self, profile: UserProfile, event_ids: Sequence[str]) -> int:
+        self._store.check_fence(self.lease)
+        return await self._store.apply_summary(profile, event_ids)
+
+    async def cache_answer(
+        self, key: str, user_id: str, text: str, *, expires_at: datetime
+    ) -> None:
+        self._store.check_fence(self.lease)
+        await self._store.cache_answer(key, user_id, text, expires_at=expires_at)
+
+    # -- passing through ---------------------------------------------------------------------
+
+    async def get_profile(self, user_id: str) -> UserProfile | None:
+        return await self._store.get_profile(user_id)
+
+    async def list_profiles(self, *, limit: int, after: str = "") -> list[UserProfile]:
+        return await self._store.list_profiles(limit=limit, after=after)
+
+    async def load_turn(self, user_id: str, *, limit: int, before: str) -> TurnContext:
+        return await self._store.load_turn(user_id, limit=limit, before=before)
+
+    async def unanswered(self, user_id: str) -> list[MemoryEvent]:
+        return await self._store.unanswered(user_id)
+
+    async def owed_replies(self, user_id: str) -> list[MemoryEvent]:
+        return await self._store.owed_replies(user_id)
+
+    async def events_before(self, user_id: str, *, keep_last: int) -> list[MemoryEvent]:
+        return await self._store.events_before(user_id, keep_last=keep_last)
+
+    async def purge_older_than(self, cutoff: datetime) -> int:
+        return await self._store.purge_older_than(cutoff)
+
+    async def users_over(self, threshold: int, *, limit: int) -> list[tuple[str, int]]:
+        return await self._store.users_over(threshold, limit=limit)
+
+    async def cached_answer(self, key: str, *, now: datetime) -> str | None:
+        return await self._store.cached_answer(key, now=now)
+
+    async def purge_cache(self, now: datetime) -> int:
+        return await self._store.purge_cache(now)
+
+    async def acquire_lease(self, key: str, owner: str, *, ttl_s: float, now: datetime) -> Lease:
+        return await self._store.acquire_lease(key, owner, ttl_s=ttl_s, now=now)
+
+    async def renew_lease(self, lease: Lease, *, ttl_s: float, now: datetime) -> Lease:
+        return await self._store.renew_lease(lease, ttl_s=ttl_s, now=now)
+
+    async def release_lease(self, lease: Lease) -> None:
+        await self._store.release_lease(lease)
+
+    async def leases(self, prefix: str, *, now: datetime) -> list[Lease]:
+        return await self._store.leases(prefix, now=now)
+
+    async def nudge_lease(self, key: str, *, now: datetime) -> Lease | None:
+        return await self._store.nudge_lease(key, now=now)
+
+    def fenced(self, lease: Lease) -> Store:
+        return self._store.fenced(lease)
+
+    async def check(self) -> None:
+        await self._store.check()
+
+    async def close(self) -> None:
+        """Closes nothing: the store belongs to whoever opened it."""
 
 
 def _profile(profile: UserProfile) -> UserProfile:

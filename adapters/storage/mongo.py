@@ -7,6 +7,7 @@ in `mongo_setup`; this module owns the client, the queries and the transactions.
 from __future__ import annotations
 
 import asyncio
+import copy
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
@@ -15,7 +16,7 @@ from types import TracebackType
 from typing import Any, Self, TypeVar
 
 from bson.errors import BSONError
-from pymongo import AsyncMongoClient, ReplaceOne
+from pymongo import AsyncMongoClient, ReplaceOne, ReturnDocument
 from pymongo.asynchronous.client_session import AsyncClientSession
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
@@ -25,17 +26,23 @@ from pymongo.errors import (
     DuplicateKeyError,
     PyMongoError,
 )
+from pymongo.read_concern import ReadConcern
+from pymongo.write_concern import WriteConcern
 
 from adapters.storage.mongo_schema import (
     CACHE,
     DEFAULT_DATABASE,
     EVENTS,
+    LEASES,
     PROFILES,
     Doc,
     bson_date,
     decode_event,
+    decode_lease,
     decode_profile,
     event_doc,
+    from_micros,
+    lease_doc_query,
     profile_doc,
     to_micros,
 )
@@ -46,8 +53,16 @@ from adapters.storage.mongo_setup import (
     migrate,
     supports_transactions,
 )
+from engine import leases as rules
 from engine.domain import MemoryEvent, MemorySlice, TurnContext, UserProfile
-from engine.errors import DuplicateMessage, StoreCorrupted, StoreUnavailable
+from engine.errors import (
+    DuplicateMessage,
+    LeaseLost,
+    OwnedElsewhere,
+    StoreCorrupted,
+    StoreUnavailable,
+)
+from engine.ports import Lease, Store
 
 # PyMongo logs whole commands (message text included) at DEBUG; Butler's logs carry none.
 logging.getLogger("pymongo.command").setLevel(logging.INFO)
@@ -56,6 +71,9 @@ T = TypeVar("T")
 Session = AsyncClientSession | None
 
 _TRANSACTION_TRIES = 3
+_ACQUIRE_TRIES = 5
+"""Rounds of acquire: each loses only to a writer that changed the key's document meanwhile."""
+_MAJORITY = WriteConcern("majority", j=True)
 _NO_PROJECTION = {"_id": 0}
 
 
@@ -67,6 +85,16 @@ class MongoStore:
     cluster); otherwise they run in the crash-safe order SQLite documents (a summary is saved
     before the events it covers are deleted). Errors surface as `StoreUnavailable`
     (unreachable, timed out, conflicts) or `StoreCorrupted` (refused or unreadable data).
+
+    Leases are documents of `leases` keyed on `_id`, changed only by conditional single-document
+    updates (a takeover `$inc`s the token), written and read with majority concern on a replica
+    set, so a lease survives a failover. A fenced write, where the server has transactions,
+    runs in one transaction that first updates the lease's document on its (key, owner, token):
+    a concurrent takeover then conflicts with it, and whichever commits second retries and
+    sees the other. Without transactions (a standalone server) the check is a read just before
+    the write: a takeover in between (a lease that expired mid-write) is not caught there. That
+    needs a holder that stopped renewing for a whole TTL yet still writes; run a replica set
+    (one node is enough) for the full guarantee.
     """
 
     def __init__(
@@ -79,12 +107,21 @@ class MongoStore:
         self._profiles: AsyncCollection[Doc] = db[PROFILES]
         self._events: AsyncCollection[Doc] = db[EVENTS]
         self._cache: AsyncCollection[Doc] = db[CACHE]
+        self._leases: AsyncCollection[Doc] = (
+            db[LEASES].with_options(write_concern=_MAJORITY, read_concern=ReadConcern("majority"))
+            if txn
+            else db[LEASES]
+        )
         self.transactions = txn
         """Whether multi-document writes are atomic (the server supports transactions)."""
         self._closed = False
         self._inflight = 0
         self._drained = asyncio.Event()
         self._drained.set()
+        self._root = self
+        """The store opened: a fenced view shares its client and its state."""
+        self._fence: Lease | None = None
+        """The lease a fenced view checks with each of its writes; None: not a view."""
 
     @classmethod
     async def open(cls, uri: str, *, retention_days: int = 90) -> MongoStore:
@@ -118,12 +155,21 @@ class MongoStore:
             raise
         return cls(client, db, txn=supports_transactions(hello), incarnation=token)
 
+    def fenced(self, lease: Lease) -> Store:
+        """A view whose writes each check `lease` with the write (see the class and the port)."""
+        view = copy.copy(self._root)
+        view._fence = lease
+        return view
+
     async def check(self) -> None:
         """Raise StoreUnavailable (for good) once the database was dropped under the service.
 
         MongoDB makes a dropped database again on the next write, empty and without indexes:
         the schema document's incarnation tells that one from the database opened.
         """
+        if self._root is not self:
+            await self._root.check()
+            return
         if self._lost is None:
             async with self._op():
                 found = await incarnation(self._db)
@@ -134,7 +180,9 @@ class MongoStore:
 
     async def close(self) -> None:
         """Let operations in flight finish, then close the client; calling it again does
-        nothing."""
+        nothing. A fenced view closes nothing."""
+        if self._root is not self:
+            return
         if not self._closed:
             self._closed = True
             await self._drained.wait()
@@ -155,12 +203,13 @@ class MongoStore:
     @asynccontextmanager
     async def _op(self) -> AsyncIterator[None]:
         """One port operation: refused once closed, counted for `close`, errors mapped."""
-        if self._closed:
+        root = self._root
+        if root._closed:
             raise StoreUnavailable("the store is closed")
-        if self._lost is not None:
-            raise StoreUnavailable(self._lost)
-        self._inflight += 1
-        self._drained.clear()
+        if root._lost is not None:
+            raise StoreUnavailable(root._lost)
+        root._inflight += 1
+        root._drained.clear()
         try:
             yield
         except (PyMongoError, BSONError) as exc:
@@ -168,18 +217,43 @@ class MongoStore:
         except OverflowError as exc:  # an integer BSON cannot hold
             raise StoreCorrupted(f"mongodb: {exc}") from exc
         finally:
-            self._inflight -= 1
-            if not self._inflight:
-                self._drained.set()
+            root._inflight -= 1
+            if not root._inflight:
+                root._drained.set()
 
-    async def _write(self, work: Callable[[Session], Awaitable[T]], *, documents: int) -> T:
-        """Run `work` in a transaction when it writes several documents and the server can."""
-        if not self.transactions or documents < 2:
+    async def _guarded(self, work: Callable[[Session], Awaitable[T]], *, documents: int) -> T:
+        """A write of the port; in a fenced view, checked against the lease (see the class)."""
+        fence = self._fence
+        if fence is None:
+            return await self._write(work, documents=documents)
+        if not self.transactions:
+            if await self._leases.find_one(lease_doc_query(fence), {"_id": 1}) is None:
+                raise LeaseLost(fence.key)
             return await work(None)
+
+        async def checked(session: Session) -> T:
+            # A write, not a read: a takeover of the same document conflicts with it.
+            touched = await self._leases.update_one(
+                lease_doc_query(fence), {"$inc": {"fenced_writes": 1}}, session=session
+            )
+            if touched.matched_count == 0:
+                raise LeaseLost(fence.key)
+            return await work(session)
+
+        return await self._write(checked, documents=documents, force=True)
+
+    async def _write(
+        self, work: Callable[[Session], Awaitable[T]], *, documents: int, force: bool = False
+    ) -> T:
+        """Run `work` in a transaction when it writes several documents (or `force`) and the
+        server can."""
+        if not self.transactions or (documents < 2 and not force):
+            return await work(None)
+        concern = _MAJORITY if force else None
         async with self._client.start_session() as session:
             for attempt in range(1, _TRANSACTION_TRIES + 1):
                 try:
-                    async with await session.start_transaction():
+                    async with await session.start_transaction(write_concern=concern):
                         return await work(session)
                 except PyMongoError as exc:
                     # A write conflict with a concurrent transaction: try again at once.
@@ -200,8 +274,14 @@ class MongoStore:
 
     async def save_profile(self, profile: UserProfile) -> None:
         doc = profile_doc(profile)
+
+        async def save(session: Session) -> None:
+            await self._profiles.replace_one(
+                {"user_id": profile.user_id}, doc, upsert=True, session=session
+            )
+
         async with self._op():
-            await self._profiles.replace_one({"user_id": profile.user_id}, doc, upsert=True)
+            await self._guarded(save, documents=1)
 
     async def list_profiles(self, *, limit: int, after: str = "") -> list[UserProfile]:
         """Profiles ordered by user id, starting after `after`."""
@@ -222,7 +302,7 @@ class MongoStore:
             await self._profiles.delete_one({"user_id": user_id}, session=session)
 
         async with self._op():
-            await self._write(erase, documents=3)
+            await self._guarded(erase, documents=3)
 
     # -- events ------------------------------------------------------------------------------
 
@@ -245,7 +325,7 @@ class MongoStore:
 
         try:
             async with self._op():
-                await self._write(write, documents=len(ops) + (created is not None))
+                await self._guarded(write, documents=len(ops) + (created is not None))
         except StoreCorrupted as exc:
             if not keyed or not isinstance(exc.__cause__, DuplicateKeyError | BulkWriteError):
                 raise
@@ -274,7 +354,7 @@ class MongoStore:
     async def mark_delivered(self, user_id: str, event_id: str, receipt: str) -> None:
         """Record the reply as handed over; a second mark keeps the first receipt."""
         query = {"user_id": user_id, "id": event_id, "role": "assistant", "delivered": None}
-        async with self._op():
+        async with self._op():  # a fact, even from a former holder: not fenced
             await self._events.update_one(query, {"$set": {"delivered": receipt}})
 
     async def _create_profile(self, doc: Doc, session: Session) -> None:
@@ -368,7 +448,7 @@ class MongoStore:
             return deleted.deleted_count
 
         async with self._op():
-            return await self._write(summarise, documents=1 + len(ids))
+            return await self._guarded(summarise, documents=1 + len(ids))
 
     async def purge_older_than(self, cutoff: datetime) -> int:
         """Delete events created before `cutoff` (the TTL index does the same on its own)."""
@@ -397,8 +477,12 @@ class MongoStore:
             "expires": bson_date(micros),
             "expires_us": micros,
         }
+
+        async def put(session: Session) -> None:
+            await self._cache.replace_one({"_id": key}, doc, upsert=True, session=session)
+
         async with self._op():
-            await self._cache.replace_one({"_id": key}, doc, upsert=True)
+            await self._guarded(put, documents=1)
 
     async def purge_cache(self, now: datetime) -> int:
         """Delete expired answers now (the TTL index does it too, about once a minute)."""
@@ -421,6 +505,95 @@ class MongoStore:
             cursor = await self._events.aggregate(pipeline)
             docs = await cursor.to_list(None)
         return [(doc["_id"], doc["n"]) for doc in docs]
+
+    # -- leases ------------------------------------------------------------------------------
+
+    async def acquire_lease(self, key: str, owner: str, *, ttl_s: float, now: datetime) -> Lease:
+        """Take `key` if free or expired (token + 1), or renew it for its holder: conditional
+        single-document updates, so of racing acquirers exactly one matches.
+
+        Raises:
+            OwnedElsewhere: another owner holds `key` unexpired.
+        """
+        rules.taken(None, key, owner, ttl_s=ttl_s, now=now)  # refuses bad arguments first
+        moment, until = to_micros(now), to_micros(rules.expiry(now, ttl_s))
+        after = ReturnDocument.AFTER
+        async with self._op():
+            for _ in range(_ACQUIRE_TRIES):
+                mine = await self._leases.find_one_and_update(
+                    {"_id": key, "owner": owner, "expires_us": {"$gt": moment}},
+                    {"$set": {"expires_us": until}},
+                    return_document=after,
+                )
+                if mine is not None:
+                    return decode_lease(mine)
+                free = {"_id": key, "$or": [{"owner": ""}, {"expires_us": {"$lte": moment}}]}
+                change = {
+                    "$set": {"owner": owner, "expires_us": until},
+                    "$inc": {"token": 1},
+                    "$setOnInsert": {"nudges": 0},
+                }
+                try:
+                    # The document before the change: who held it, for `taken_from`.
+                    before = await self._leases.find_one_and_update(
+                        free, change, upsert=True, return_document=ReturnDocument.BEFORE
+                    )
+                except DuplicateKeyError:
+                    pass  # held: the upsert's insert met the key's document
+                else:
+                    if before is None:  # inserted: the key's first holder
+                        return Lease(key, owner, 1, from_micros(until))
+                    return rules.taken(decode_lease(before), key, owner, ttl_s=ttl_s, now=now)
+                held = await self._leases.find_one({"_id": key})
+                if held is not None:
+                    current = decode_lease(held)
+                    if rules.is_live(current, now) and current.owner != owner:
+                        raise OwnedElsewhere(
+                            key,
+                            owner=current.owner,
+                            expires_at=current.expires_at,
+                            token=current.token,
+                        )
+            raise StoreUnavailable(f"mongodb: the lease on {key} kept changing under acquire")
+
+    async def renew_lease(self, lease: Lease, *, ttl_s: float, now: datetime) -> Lease:
+        """Extend `lease`. Raises: LeaseLost when its key has another holder or token."""
+        until = to_micros(rules.expiry(now, ttl_s))
+        async with self._op():
+            doc = await self._leases.find_one_and_update(
+                lease_doc_query(lease),
+                {"$set": {"expires_us": until}},
+                return_document=ReturnDocument.AFTER,
+            )
+        if doc is None:
+            raise LeaseLost(lease.key)
+        return decode_lease(doc)
+
+    async def release_lease(self, lease: Lease) -> None:
+        """Free the key if `lease` still holds it."""
+        freed = {"owner": rules.FREE, "expires_us": to_micros(rules.RELEASED_AT)}
+        async with self._op():
+            await self._leases.update_one(lease_doc_query(lease), {"$set": freed})
+
+    async def leases(self, prefix: str, *, now: datetime) -> list[Lease]:
+        """Unexpired leases whose key starts with `prefix`, ordered by key."""
+        query = {
+            "_id": {"$gte": prefix, "$lt": prefix + "\U0010ffff"},
+            "owner": {"$ne": rules.FREE},
+            "expires_us": {"$gt": to_micros(now)},
+        }
+        async with self._op():
+            docs = await self._leases.find(query).sort("_id", 1).to_list(None)
+        return [decode_lease(doc) for doc in docs]
+
+    async def nudge_lease(self, key: str, *, now: datetime) -> Lease | None:
+        """Count a nudge on the live lease of `key`; None when nobody holds it."""
+        query = {"_id": key, "owner": {"$ne": rules.FREE}, "expires_us": {"$gt": to_micros(now)}}
+        async with self._op():
+            doc = await self._leases.find_one_and_update(
+                query, {"$inc": {"nudges": 1}}, return_document=ReturnDocument.AFTER
+            )
+        return None if doc is None else decode_lease(doc)
 
     # -- dump (adapters.storage.dump) --------------------------------------------------------
 

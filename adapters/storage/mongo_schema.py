@@ -20,12 +20,16 @@ from engine.codec import (
 )
 from engine.domain import InvalidEventError, InvalidProfileError, MemoryEvent, UserProfile
 from engine.errors import StoreCorrupted
+from engine.ports import Lease
 
-SCHEMA_VERSION = 3  # 2: llm_cache; 3: origin (idempotent intake), delivered (the outbox)
+SCHEMA_VERSION = 4  # 2: llm_cache; 3: origin (idempotent intake), delivered (the outbox); 4: leases
 PROFILES = "user_profiles"
 EVENTS = "user_memory"
 CACHE = "llm_cache"
 META = "butler_meta"
+LEASES = "leases"
+"""One document per key: `_id` the key, `owner`, `token`, `expires_us`, `nudges`. A released
+key keeps its document (owner "") so the next holder's token is greater; `_id` is unique."""
 DEFAULT_DATABASE = "butler"
 
 Doc = dict[str, Any]
@@ -151,3 +155,22 @@ def _micros_time(value: object) -> datetime:
     if not isinstance(value, int) or isinstance(value, bool):
         raise TypeError(f"a time is held as {type(value).__name__}, not integer microseconds")
     return from_micros(value)
+
+
+def lease_doc_query(lease: Lease) -> Doc:
+    """The filter matching `lease`'s claim (key, owner and token), renewed or not."""
+    return {"_id": lease.key, "owner": lease.owner, "token": lease.token}
+
+
+def decode_lease(doc: Mapping[str, Any]) -> Lease:
+    """Raises: StoreCorrupted when the document holds values no lease has."""
+    try:
+        return Lease(
+            str(doc["_id"]),
+            str(doc["owner"]),
+            int(doc["token"]),
+            from_micros(int(doc["expires_us"])),
+            int(doc.get("nudges", 0)),
+        )
+    except (KeyError, TypeError, ValueError, OverflowError) as exc:
+        raise StoreCorrupted(f"mongodb: lease {doc.get('_id')!r} cannot be read: {exc}") from exc

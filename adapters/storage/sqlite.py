@@ -5,6 +5,7 @@ Every public method is exactly one job on that thread; concurrent writes share a
 
 from __future__ import annotations
 
+import copy
 import os
 import sqlite3
 from collections.abc import Callable, Sequence
@@ -14,16 +15,21 @@ from types import TracebackType
 from typing import Self, TypeVar
 
 from adapters.storage.sqlite_schema import (
+    LeaseRow,
     connect,
     decode_events,
+    decode_lease,
     decode_profile,
     event_row,
+    lease_row,
     profile_row,
     to_micros,
 )
 from adapters.storage.sqlite_thread import DbThread
+from engine import leases as rules
 from engine.domain import MemoryEvent, MemorySlice, TurnContext, UserProfile
 from engine.errors import DuplicateMessage, StoreUnavailable
+from engine.ports import Lease, Store
 
 T = TypeVar("T")
 
@@ -95,6 +101,15 @@ _CACHE_PUT = """
     INSERT INTO llm_cache (key, user_id, answer, expires_at) VALUES (?, ?, ?, ?)
     ON CONFLICT (key) DO UPDATE SET user_id = excluded.user_id, answer = excluded.answer,
         expires_at = excluded.expires_at"""
+_LEASE = "SELECT key, owner, token, expires_at, nudges FROM leases WHERE key = ?"
+_PUT_LEASE = """
+    INSERT INTO leases (key, owner, token, expires_at, nudges) VALUES (?, ?, ?, ?, ?)
+    ON CONFLICT (key) DO UPDATE SET owner = excluded.owner, token = excluded.token,
+        expires_at = excluded.expires_at, nudges = excluded.nudges"""
+# A prefix match by range (not LIKE, whose wildcards a key may hold): key >= p AND key < p+max.
+_LIVE_LEASES = """
+    SELECT key, owner, token, expires_at, nudges FROM leases
+    WHERE key >= ? AND key < ? AND owner <> '' AND expires_at > ? ORDER BY key"""
 _USERS_OVER = """
     SELECT user_id, count(*) AS n FROM user_memory GROUP BY user_id HAVING n > ?
     ORDER BY n DESC, user_id LIMIT ?"""
@@ -106,7 +121,9 @@ class SqliteStore:
     Open with `await SqliteStore.open(path)` (or `async with await SqliteStore.open(path)`)
     and `await store.close()`. Errors surface as `StoreUnavailable` (closed, locked, disk) or
     `StoreCorrupted` (refused or unreadable data). Cancelling a caller does not undo a write
-    already queued.
+    already queued. Leases live in `leases`; each lease call, and each fenced write with its
+    check, is one job, so one `BEGIN IMMEDIATE` transaction: SQLite's write lock makes it
+    atomic against every other process on the file.
     """
 
     def __init__(self, db: DbThread, path: Path | None = None) -> None:
@@ -115,6 +132,10 @@ class SqliteStore:
         self._identity = _identity(path) if path is not None else None
         """(st_dev, st_ino) of the file opened: unlinked or replaced, the path names another."""
         self._lost: str | None = None
+        self._root = self
+        """The store opened (a fenced view shares its thread and its state)."""
+        self._fence: Lease | None = None
+        """The lease a fenced view checks before each of its writes; None: not a view."""
 
     @classmethod
     async def open(cls, path: str | Path) -> SqliteStore:
@@ -128,12 +149,21 @@ class SqliteStore:
         await db.start()
         return cls(db, Path(path))
 
+    def fenced(self, lease: Lease) -> Store:
+        """A view whose writes each check `lease` in their own transaction (see the port)."""
+        view = copy.copy(self._root)
+        view._fence = lease
+        return view
+
     async def check(self) -> None:
         """Raise StoreUnavailable (for good) once the file opened is no longer at its path.
 
         SQLite goes on writing into an unlinked file without a word, and a restart opens a new
         empty one: everything accepted in between would be gone.
         """
+        if self._root is not self:
+            await self._root.check()
+            return
         if self._lost is None and self._identity is not None and self._path is not None:
             now = _identity(self._path)
             if now != self._identity:
@@ -144,8 +174,10 @@ class SqliteStore:
             raise StoreUnavailable(self._lost)
 
     async def close(self) -> None:
-        """Finish queued jobs, then close the file; calling it again does nothing."""
-        await self._db.stop()
+        """Finish queued jobs, then close the file; calling it again does nothing. A fenced
+        view closes nothing."""
+        if self._root is self:
+            await self._db.stop()
 
     async def __aenter__(self) -> Self:
         return self
@@ -163,7 +195,7 @@ class SqliteStore:
 
     async def save_profile(self, profile: UserProfile) -> None:
         row = profile_row(profile)
-        await self._write(lambda conn: _execute(conn, _UPSERT_PROFILE, row))
+        await self._guarded(lambda conn: _execute(conn, _UPSERT_PROFILE, row))
 
     async def list_profiles(self, *, limit: int, after: str = "") -> list[UserProfile]:
         """Profiles ordered by user id, starting after `after`."""
@@ -172,7 +204,7 @@ class SqliteStore:
 
     async def erase_user(self, user_id: str) -> None:
         """Delete the user's profile and every event of theirs."""
-        await self._write(lambda conn: _erase(conn, user_id))
+        await self._guarded(lambda conn: _erase(conn, user_id))
 
     async def append(
         self, events: Sequence[MemoryEvent], *, profile: UserProfile | None = None
@@ -184,7 +216,7 @@ class SqliteStore:
         """
         rows = [event_row(event) for event in events]
         created = None if profile is None else profile_row(profile)
-        await self._write(lambda conn: _append(conn, rows, created))
+        await self._guarded(lambda conn: _append(conn, rows, created))
 
     async def owed_replies(self, user_id: str) -> list[MemoryEvent]:
         """Assistant events of the user not yet marked delivered, oldest first."""
@@ -192,7 +224,7 @@ class SqliteStore:
 
     async def mark_delivered(self, user_id: str, event_id: str, receipt: str) -> None:
         """Record the reply as handed over; a second mark keeps the first receipt."""
-        params = (receipt, user_id, event_id)
+        params = (receipt, user_id, event_id)  # a fact, even from a former holder: not fenced
         await self._write(lambda conn: _execute(conn, _MARK_DELIVERED, params))
 
     async def load_turn(self, user_id: str, *, limit: int, before: str) -> TurnContext:
@@ -217,7 +249,7 @@ class SqliteStore:
         """
         row = profile_row(profile)
         keys = [(profile.user_id, event_id) for event_id in event_ids]
-        return await self._write(lambda conn: _summarise(conn, row, keys))
+        return await self._guarded(lambda conn: _summarise(conn, row, keys))
 
     async def purge_older_than(self, cutoff: datetime) -> int:
         """Delete events created before `cutoff`; returns how many."""
@@ -232,7 +264,7 @@ class SqliteStore:
         self, key: str, user_id: str, text: str, *, expires_at: datetime
     ) -> None:
         params = (key, user_id, text, to_micros(expires_at))
-        await self._write(lambda conn: _execute(conn, _CACHE_PUT, params))
+        await self._guarded(lambda conn: _execute(conn, _CACHE_PUT, params))
 
     async def purge_cache(self, now: datetime) -> int:
         micros = to_micros(now)
@@ -249,6 +281,71 @@ class SqliteStore:
         """Events ordered by (user id, id), starting after the key `after` (for dumps)."""
         params = (*after, max(limit, 1))
         return await self._read(lambda conn: _page(conn, params))
+
+    async def acquire_lease(self, key: str, owner: str, *, ttl_s: float, now: datetime) -> Lease:
+        """Take `key` if free or expired (token + 1), or renew it for its holder.
+
+        Raises:
+            OwnedElsewhere: another owner holds `key` unexpired.
+        """
+
+        def acquire(conn: sqlite3.Connection) -> Lease:
+            lease = rules.taken(_lease(conn, key), key, owner, ttl_s=ttl_s, now=now)
+            conn.execute(_PUT_LEASE, lease_row(lease))
+            return lease
+
+        return await self._write(acquire)
+
+    async def renew_lease(self, lease: Lease, *, ttl_s: float, now: datetime) -> Lease:
+        """Extend `lease`. Raises: LeaseLost when its key has another holder or token."""
+
+        def renew(conn: sqlite3.Connection) -> Lease:
+            kept = rules.renewed(_lease(conn, lease.key), lease, ttl_s=ttl_s, now=now)
+            conn.execute(_PUT_LEASE, lease_row(kept))
+            return kept
+
+        return await self._write(renew)
+
+    async def release_lease(self, lease: Lease) -> None:
+        """Free the key if `lease` still holds it."""
+
+        def release(conn: sqlite3.Connection) -> None:
+            freed = rules.released(_lease(conn, lease.key), lease)
+            if freed is not None:
+                conn.execute(_PUT_LEASE, lease_row(freed))
+
+        await self._write(release)
+
+    async def leases(self, prefix: str, *, now: datetime) -> list[Lease]:
+        """Unexpired leases whose key starts with `prefix`, ordered by key."""
+        params = (prefix, prefix + "\U0010ffff", to_micros(now))
+        return await self._read(
+            lambda conn: [decode_lease(row) for row in conn.execute(_LIVE_LEASES, params)]
+        )
+
+    async def nudge_lease(self, key: str, *, now: datetime) -> Lease | None:
+        """Count a nudge on the live lease of `key`; None when nobody holds it."""
+
+        def nudge(conn: sqlite3.Connection) -> Lease | None:
+            current = _lease(conn, key)
+            if current is None or not rules.is_live(current, now):
+                return None
+            conn.execute("UPDATE leases SET nudges = nudges + 1 WHERE key = ?", (key,))
+            return _lease(conn, key)
+
+        return await self._write(nudge)
+
+    async def _guarded(self, work: Callable[[sqlite3.Connection], T]) -> T:
+        """A write; in a fenced view, checked against the lease in the same transaction."""
+        fence = self._fence
+        if fence is None:
+            return await self._write(work)
+
+        def checked(conn: sqlite3.Connection) -> T:
+            rules.fence(_lease(conn, fence.key), fence)
+            return work(conn)
+
+        return await self._write(checked)
 
     async def _read(self, work: Callable[[sqlite3.Connection], T]) -> T:
         return await self._db.call(work, write=False)
@@ -267,6 +364,11 @@ def _identity(path: Path) -> tuple[int, int] | None:
 
 def _execute(conn: sqlite3.Connection, sql: str, params: Sequence[object]) -> int:
     return conn.execute(sql, params).rowcount
+
+
+def _lease(conn: sqlite3.Connection, key: str) -> Lease | None:
+    row: LeaseRow | None = conn.execute(_LEASE, (key,)).fetchone()
+    return None if row is None else decode_lease(row)
 
 
 def _profile(conn: sqlite3.Connection, user_id: str) -> UserProfile | None:

@@ -12,8 +12,9 @@ from typing import cast
 from engine.codec import profile_from_dict, profile_to_dict
 from engine.domain import MemoryEvent, Role, Source, UserProfile
 from engine.errors import StoreCorrupted
+from engine.ports import Lease
 
-SCHEMA_VERSION = 3  # 2: llm_cache; 3: origin (idempotent intake), delivered (the outbox)
+SCHEMA_VERSION = 4  # 2: llm_cache; 3: origin (idempotent intake), delivered (the outbox); 4: leases
 BUSY_TIMEOUT_MS = 5000
 
 # Timestamps are integer microseconds since the Unix epoch, UTC: exact, compact, ordered.
@@ -64,6 +65,15 @@ _DDL = (
     )""",
     "CREATE INDEX IF NOT EXISTS llm_cache_by_user ON llm_cache (user_id)",
     "CREATE INDEX IF NOT EXISTS llm_cache_by_expiry ON llm_cache (expires_at)",
+    # Who serves a key (`user:<id>`, `partition:<n>`) and its fencing token. A released key
+    # keeps its row (owner '') so that the next holder's token is greater.
+    """CREATE TABLE IF NOT EXISTS leases (
+        key TEXT NOT NULL PRIMARY KEY CHECK (key <> ''),
+        owner TEXT NOT NULL,
+        token INTEGER NOT NULL CHECK (token > 0),
+        expires_at INTEGER NOT NULL,
+        nudges INTEGER NOT NULL DEFAULT 0 CHECK (nudges >= 0)
+    )""",
 )
 
 ProfileRow = tuple[str, str, str, str, str, str, int, int, str, int | None]
@@ -220,3 +230,19 @@ def _micros_time(value: object) -> datetime:
     if not isinstance(value, int) or isinstance(value, bool):
         raise TypeError(f"a time column holds {type(value).__name__}, not an integer")
     return from_micros(value)
+
+
+LeaseRow = tuple[str, str, int, int, int]
+"""(key, owner, token, expires_at, nudges): the columns of `leases`, in order."""
+
+
+def lease_row(lease: Lease) -> LeaseRow:
+    return (lease.key, lease.owner, lease.token, to_micros(lease.expires_at), lease.nudges)
+
+
+def decode_lease(row: LeaseRow) -> Lease:
+    """Raises: StoreCorrupted when the row holds values no lease has."""
+    try:
+        return Lease(str(row[0]), str(row[1]), int(row[2]), _micros_time(row[3]), int(row[4]))
+    except (TypeError, ValueError, OverflowError) as exc:
+        raise StoreCorrupted(f"lease {row[0]!r} cannot be read: {exc}") from exc

@@ -117,6 +117,30 @@ async def test_without_a_service_the_store_is_used(
     assert code == 1
 
 
+async def test_on_the_store_a_user_another_process_serves_is_left_alone(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    settings = dataclasses.replace(
+        admin_settings(tmp_path), admin_url=f"http://127.0.0.1:{free_port()}"
+    )
+    store = await open_store(settings)
+    now = datetime.now(UTC)
+    await store.save_profile(UserProfile.new("bob", now))
+    # A `butler chat --user bob` elsewhere holds the user (a host name that is not this one).
+    await store.acquire_lease("user:bob", "other-host:42:chat", ttl_s=600, now=now)
+    await store.close()
+
+    code, _ = await run(settings, "reset", "bob", "--erase")
+    assert code == 3
+    code, _ = await run(settings, "update", "bob", "--tone", "formal")
+    assert code == 3
+    err = capsys.readouterr().err
+    assert "another Butler process (other-host:42:chat) serves user 'bob'" in err
+    code, out = await run(settings, "show", "bob", "--json")  # reading needs no claim
+    assert code == 0
+    assert json.loads(out)["profile"]["tone"] == "witty"  # nothing was changed
+
+
 @pytest.mark.parametrize("answer", ["html", "json404"])
 async def test_a_server_that_is_not_butler_is_named_and_the_store_is_used(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], answer: str

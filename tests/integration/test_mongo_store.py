@@ -28,7 +28,7 @@ from adapters.storage.mongo import MongoStore
 from adapters.storage.mongo_schema import SCHEMA_VERSION
 from adapters.storage.mongo_setup import client_options, map_error, supports_transactions
 from engine.domain import EventIds, MemoryEvent, UserProfile
-from engine.errors import StoreCorrupted, StoreUnavailable
+from engine.errors import LeaseLost, StoreCorrupted, StoreUnavailable
 from tests.support.secantus import SecantusServer
 
 pytestmark = pytest.mark.anyio
@@ -187,6 +187,51 @@ async def test_without_transactions_a_summary_is_saved_before_its_events_go(
         assert await store.events_before("u1", keep_last=0) == events[3:]
         await store.erase_user("u1")
         assert await store.events_before("u1", keep_last=0) == []
+
+
+async def test_fenced_writes_racing_a_takeover_commit_only_under_the_lease(
+    store: MongoStore, uri: str, raw: Any
+):
+    """Each fenced write updates the lease's document in its own transaction: the writes that
+    committed are exactly those counted on the lease, and none committed after the takeover."""
+    lease = await store.acquire_lease("user:u1", "proc-a", ttl_s=15, now=T0)
+    fenced = store.fenced(lease)
+    ids = EventIds()
+    events = events_for("u1", ids, 30)
+    async with await MongoStore.open(uri) as other:
+        takeover = other.acquire_lease(
+            "user:u1", "proc-b", ttl_s=15, now=T0 + timedelta(seconds=60)
+        )
+        writes = [fenced.append([event]) for event in events]
+        # The takeover starts after the first half of the writes, before the second half.
+        outcomes = await asyncio.gather(
+            *writes[:15], takeover, *writes[15:], return_exceptions=True
+        )
+        outcomes = outcomes[:15] + outcomes[16:]
+    failed = [o for o in outcomes if isinstance(o, BaseException)]
+    assert all(isinstance(o, LeaseLost | StoreUnavailable) for o in failed), failed
+    written = [e for e, o in zip(events, outcomes, strict=False) if o is None]
+    assert await store.events_before("u1", keep_last=0) == written
+    doc = await raw["leases"].find_one({"_id": "user:u1"})
+    assert doc["owner"] == "proc-b"
+    assert doc.get("fenced_writes", 0) == len(written)
+    with pytest.raises(LeaseLost):
+        await fenced.append(events_for("u1", ids, 1, T0 + timedelta(hours=1)))
+
+
+async def test_without_transactions_a_fenced_write_checks_the_lease_first(
+    standalone: SecantusServer,
+):
+    async with await MongoStore.open(standalone.uri()) as store:
+        assert not store.transactions
+        lease = await store.acquire_lease("user:u1", "proc-a", ttl_s=15, now=T0)
+        ids = EventIds()
+        await store.fenced(lease).append(events_for("u1", ids, 1))
+        await store.acquire_lease("user:u1", "proc-b", ttl_s=15, now=T0 + timedelta(seconds=60))
+        late = events_for("u1", ids, 1, T0 + timedelta(seconds=1))
+        with pytest.raises(LeaseLost):
+            await store.fenced(lease).append(late)
+        assert len(await store.events_before("u1", keep_last=0)) == 1
 
 
 async def test_a_killed_server_is_unavailable_and_nothing_acknowledged_is_lost(tmp_path: Path):

@@ -1,9 +1,11 @@
-"""Schema 3 on files and databases written by schema 2: replies made before the outbox were
-sent as they were made, so the migration marks them delivered instead of sending them again."""
+"""Migrations of files and databases written by older schemas. Schema 3 on schema 2: replies
+made before the outbox were sent as they were made, so the migration marks them delivered
+instead of sending them again. Schema 4 on schema 3: a `leases` table, the data untouched."""
 
 from __future__ import annotations
 
 import sqlite3
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -11,6 +13,7 @@ from pymongo import AsyncMongoClient
 
 from adapters.storage.mongo import MongoStore
 from adapters.storage.sqlite import SqliteStore
+from adapters.storage.sqlite_schema import SCHEMA_VERSION
 from tests.support.secantus import SecantusServer
 
 pytestmark = pytest.mark.anyio
@@ -49,7 +52,33 @@ async def test_sqlite_v2_replies_are_not_owed_after_the_migration(tmp_path: Path
     finally:
         await store.close()
     (version,) = sqlite3.connect(path).execute("PRAGMA user_version").fetchone()
-    assert version == 3
+    assert version == SCHEMA_VERSION
+
+
+async def test_sqlite_v3_gains_leases_and_keeps_its_events(tmp_path: Path):
+    path = tmp_path / "v3.sqlite3"
+    store = await SqliteStore.open(path)
+    await store.close()
+    conn = sqlite3.connect(path)
+    conn.execute("DROP TABLE leases")
+    conn.execute("PRAGMA user_version = 3")
+    conn.executemany(
+        "INSERT INTO user_memory (user_id, id, role, content, source, created_at, tokens,"
+        " reply_to) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+        ROWS,
+    )
+    conn.commit()
+    conn.close()
+    store = await SqliteStore.open(path)
+    try:
+        assert [e.id for e in await store.unanswered("u1")] == ["0003"]
+        now = datetime(2025, 3, 1, tzinfo=UTC)
+        lease = await store.acquire_lease("user:u1", "proc-a", ttl_s=15, now=now)
+        assert lease.token == 1
+    finally:
+        await store.close()
+    (version,) = sqlite3.connect(path).execute("PRAGMA user_version").fetchone()
+    assert version == 4
 
 
 async def test_mongodb_v2_replies_are_not_owed_after_the_migration(secantus: SecantusServer):
