@@ -42,9 +42,12 @@ async def load(actor: UserActor, event: MemoryEvent) -> TurnContext:
     return context
 
 
-async def store_events(actor: UserActor, events: list[MemoryEvent]) -> None:
+async def store_events(
+    actor: UserActor, events: list[MemoryEvent], *, rewritten: tuple[MemoryEvent, ...] = ()
+) -> None:
+    """Append `events`, and in the same write `rewritten` (stored ones, written again)."""
     with actor.deps.tracer.start_as_current_span("store.append"):
-        await actor.deps.store.append(events)
+        await actor.deps.store.append([*rewritten, *events])
     actor.deps.observer.record(EventsStored(tuple(e.role for e in events)))
 
 

@@ -45,6 +45,7 @@ log = logging.getLogger(__name__)
 
 async def on_text(actor: UserActor, cmd: HandleText, envelope: Envelope) -> None:
     actor.owed = cmd.event  # one reply to the newest answers the batch
+    actor.owed_earlier = cmd.earlier
     actor.turn_started = actor.deps.clock.monotonic()
     actor.fire(Trigger.HEAR_TEXT)
     await answer(actor, cmd.event, envelope, cmd.earlier)
@@ -147,8 +148,14 @@ async def finish(  # noqa: PLR0917 - the outcome of a turn, in the order it is r
         tokens=deps.counter.count(kept),
         reply_to=event.id,
     )
-    await port_calls.store_events(actor, [reply])
+    # The earlier messages of a batch name the message whose reply answers them, in the
+    # same write as the reply: both are answered, or neither is.
+    owed = actor.owed
+    batch = actor.owed_earlier if owed is not None and owed.id == event.id else ()
+    folded = tuple(replace(e, reply_to=event.id) for e in batch)
+    await port_calls.store_events(actor, [reply], rewritten=folded)
     actor.owed = None
+    actor.owed_earlier = ()
     if trigger is not None:
         actor.fire(trigger)
     await outbox.send(actor, event, reply_id, text, status)

@@ -55,6 +55,7 @@ class UserActor:
         "mailbox",
         "messages",
         "owed",
+        "owed_earlier",
         "profile_known",
         "retired",
         "state",
@@ -91,6 +92,8 @@ class UserActor:
         self._hour_messages = 0
         self._prev_hour_messages = 0
         self.owed: MemoryEvent | None = None
+        self.owed_earlier: tuple[MemoryEvent, ...] = ()
+        """The messages answered with `owed` in one turn (a coalesced or over-rate batch)."""
         self.store_retry_at = 0.0
         self.store_retry_s = 0.0
         self.delivery_owed = False
@@ -241,5 +244,6 @@ class UserActor:
             if token is not None:
                 otel_context.detach(token)
             self.owed = None
+            self.owed_earlier = ()
             if envelope.done is not None and not envelope.done.done():
                 envelope.done.set_result(None)

@@ -102,8 +102,9 @@ class MemoryEvent:
 
     `reply_to` links an assistant event to the user event it answers. A turn may answer several
     messages at once (a burst folded into one turn): its reply names the newest of them, and
-    it answers that message and every earlier one. A user event newer than every reply's
-    `reply_to` is still owed a reply. `tokens` is counted once, when the event is made, so a
+    each earlier message of the batch names that newest one in its own `reply_to`, written
+    with the reply. A user event is owed a reply until a reply names it, or names the message
+    it was folded into. `tokens` is counted once, when the event is made, so a
     prompt's budget is a sum rather than a recount. `origin` names where a user message came
     from (`tg:<update_id>`), unique per user in the store, so a message delivered twice (a
     retried webhook, a redelivered update after a crash) is stored once; empty: no such key.

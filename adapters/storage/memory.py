@@ -168,11 +168,15 @@ class MemoryStore:
         return TurnContext(profile, MemorySlice(recent, summary, len(events)))
 
     async def unanswered(self, user_id: str) -> list[MemoryEvent]:
-        """User events with no assistant event replying to them, oldest first."""
+        """User events no reply answers (theirs, or their batch's), oldest first."""
         self._ensure_open()
         events = self._ordered(user_id)
-        answered = max((e.reply_to for e in events if e.role == "assistant"), default="")
-        return [event for event in events if event.role == "user" and event.id > answered]
+        answered = {event.reply_to for event in events if event.role == "assistant"} - {""}
+        return [
+            event
+            for event in events
+            if event.role == "user" and event.id not in answered and event.reply_to not in answered
+        ]
 
     # -- compaction and retention ------------------------------------------------------------
 

@@ -406,19 +406,22 @@ class MongoStore:
         return await cursor.to_list(None)
 
     async def unanswered(self, user_id: str) -> list[MemoryEvent]:
-        """User events newer than every reply's `reply_to`, oldest first (a reply answers
-        its message and every earlier one: a folded burst has one reply)."""
-        newest = self._events.find(
+        """User events no reply answers (theirs, or their batch's: a folded message names
+        the message whose reply answers it), oldest first."""
+        replies = self._events.find(
             {"user_id": user_id, "role": "assistant"}, {"_id": 0, "reply_to": 1}
         )
+        asked = self._events.find({"user_id": user_id, "role": "user"}, _NO_PROJECTION)
         async with self._op():
-            found = await newest.sort("reply_to", -1).limit(1).to_list(None)
-            answered = str(found[0].get("reply_to") or "") if found else ""
-            asked = self._events.find(
-                {"user_id": user_id, "role": "user", "id": {"$gt": answered}}, _NO_PROJECTION
+            answered, pending = await _together(
+                replies.to_list(None), asked.sort("id", 1).to_list(None)
             )
-            pending = await asked.sort("id", 1).to_list(None)
-        return [decode_event(doc) for doc in pending]
+        replied = {doc.get("reply_to") for doc in answered} - {None, ""}
+        return [
+            decode_event(doc)
+            for doc in pending
+            if doc.get("id") not in replied and doc.get("reply_to") not in replied
+        ]
 
     # -- compaction and retention ------------------------------------------------------------
 

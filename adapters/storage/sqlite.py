@@ -86,9 +86,10 @@ _UNANSWERED = """
     FROM user_memory AS u
     WHERE u.user_id = ? AND u.role = 'user' AND NOT EXISTS (
         SELECT 1 FROM user_memory AS a
-        WHERE a.user_id = u.user_id AND a.role = 'assistant' AND a.reply_to >= u.id)
+        WHERE a.user_id = u.user_id AND a.role = 'assistant'
+            AND a.reply_to IN (u.id, NULLIF(u.reply_to, '')))
     ORDER BY u.id"""
-"""A reply answers its message and every earlier one (a folded burst has one reply)."""
+"""A user event with no reply naming it or the message it was folded into."""
 _EVENTS_BEFORE = """
     SELECT id, role, content, source, created_at, tokens, reply_to, origin
     FROM user_memory WHERE user_id = ? ORDER BY id DESC LIMIT -1 OFFSET ?"""
@@ -233,7 +234,7 @@ class SqliteStore:
         return await self._read(lambda conn: _turn(conn, user_id, max(limit, 0), before))
 
     async def unanswered(self, user_id: str) -> list[MemoryEvent]:
-        """User events newer than every reply's `reply_to`, oldest first."""
+        """User events no reply answers (theirs, or their batch's), oldest first."""
         return await self._read(lambda conn: _events(conn, _UNANSWERED, user_id, (user_id,)))
 
     async def events_before(self, user_id: str, *, keep_last: int) -> list[MemoryEvent]:

@@ -185,14 +185,27 @@ async def test_unanswered_lists_user_events_without_a_reply_oldest_first(
     assert await store.unanswered("nobody") == []
 
 
-async def test_a_reply_answers_its_message_and_every_earlier_one(store: Store, events: Events):
-    # A folded burst: one reply, to the newest message of the batch.
-    m1, m2, m3 = (events.make("u1", f"line {i}") for i in range(3))
+async def test_a_reply_answers_its_message_and_the_messages_folded_into_it(
+    store: Store, events: Events
+):
+    # A folded burst: one reply, to the newest message of the batch; the earlier ones name it.
+    m0, m1, m2, m3 = (events.make("u1", f"line {i}") for i in range(4))
+    folded = replace(m1, reply_to=m2.id)
     batch_reply = events.make("u1", "one answer", role="assistant", reply_to=m2.id)
-    await store.append([m1, m2, m3, batch_reply])
-    assert await store.unanswered("u1") == [m3]
+    await store.append([m0, m1, m2, m3])
+    await store.append([folded, batch_reply])  # written again with the reply, in one write
+    assert await store.unanswered("u1") == [m0, m3]  # m0 was not in the batch
     await store.append([events.make("u1", "and that", role="assistant", reply_to=m3.id)])
-    assert await store.unanswered("u1") == []
+    assert await store.unanswered("u1") == [m0]
+    turn = await store.load_turn("u1", limit=20, before=events.next_id())
+    assert [e.content for e in turn.memory.events] == [
+        "line 0",
+        "line 1",
+        "line 2",
+        "one answer",
+        "line 3",
+        "and that",
+    ]
 
 
 # Compaction and retention

@@ -140,7 +140,14 @@ def wait_until(predicate: Callable[[], bool], what: str, timeout: float = 90.0) 
 def test_two_engines_and_a_sigkill_answer_each_message_once(
     tmp_path: Path, llm_server: LLMServer, where: Where
 ) -> None:
-    env = _env(tmp_path, llm_server, BUTLER_STORE=where.store, BUTLER_LEASE_TTL_S="3")
+    # One turn per message (no coalescing window), so replies are counted per message.
+    env = _env(
+        tmp_path,
+        llm_server,
+        BUTLER_STORE=where.store,
+        BUTLER_LEASE_TTL_S="3",
+        BUTLER_COALESCE_MS="0",
+    )
     llm_server.control({"mode": "slow"})  # every turn held in the model until released
     doomed, survivor = start_engine(env), start_engine(env)
     try:

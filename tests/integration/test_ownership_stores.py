@@ -77,7 +77,14 @@ async def test_two_engines_on_one_store_answer_every_message_once(
     base = Settings.from_env({"BUTLER_DATA_DIR": str(tmp_path / "data")})
     users = [f"user-{i}" for i in range(USERS)]
     async with AsyncExitStack() as stack, OpenAIServer(mode="slow", slow_delay=0.2) as model:
-        settings = replace(base, llm_urls=(model.base_url,), llm_retries=0, lease_ttl_s=TTL_S)
+        settings = replace(
+            base,
+            llm_urls=(model.base_url,),
+            llm_retries=0,
+            lease_ttl_s=TTL_S,
+            # One turn per message (no coalescing window), so replies are counted per message.
+            actors=replace(base.actors, coalesce_s=0.0),
+        )
         stores = [await open_store() for _ in range(2)]
         for store in stores:
             stack.push_async_callback(store.close)
