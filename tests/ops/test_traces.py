@@ -166,8 +166,11 @@ async def test_one_message_is_one_trace_with_fallback_and_compression(
     first, second = messages
     assert first.service == "butler"
     assert first.trace_id != second.trace_id
-    # The first message activates the actor; the second finds it live.
-    assert {c.name for c in first.children} == {"actor.activate", "store.append", "butler.turn"}
+    # `butler chat` claims the user and activates the actor before the first prompt (so it
+    # can refuse a user served elsewhere): that is a trace of its own; both messages find
+    # the actor live.
+    assert "actor.activate" in [t.name for t in receiver.trees()]
+    assert {c.name for c in first.children} == {"store.append", "butler.turn"}
     assert {c.name for c in second.children} == {"store.append", "butler.turn"}
     turn = first.child("butler.turn")
     assert turn.trace_id == first.trace_id
