@@ -270,7 +270,8 @@ async def test_a_dead_holder_on_this_host_is_taken_over_at_once():
 def test_only_a_gone_process_of_this_host_counts_as_gone():
     host, pid = socket.gethostname(), gone_pid()
     assert gone_from_this_host(f"{host}:{pid}:ab")
-    assert not gone_from_this_host(f"{host}:{os.getpid()}:ab")  # this very process
+    assert not gone_from_this_host(f"{host}:{os.getppid()}:ab")  # alive: the test's parent
+    assert gone_from_this_host(f"{host}:{os.getpid()}:ab")  # an earlier process of this pid
     assert not gone_from_this_host(f"elsewhere.example:{pid}:ab")
     assert not gone_from_this_host("not an owner id")
     assert not gone_from_this_host(f"{host}:0:ab")
