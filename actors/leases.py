@@ -14,7 +14,7 @@ from anyio.abc import TaskGroup
 
 from actors.envelope import Envelope
 from actors.observe import ClaimRefused, LeasesRenewed, LeaseTakenOver, OwnershipLost
-from actors.tickets import Accepted, Repeated, Ticket
+from actors.tickets import Accepted, HandedOver, Repeated, Ticket
 from engine.domain import Language, MemoryEvent, Source, TurnContext, UserProfile
 from engine.errors import DuplicateMessage, OwnedElsewhere, StoreUnavailable
 from engine.messages import CollectStored
@@ -277,7 +277,9 @@ class Claims:
             return Repeated(exc.event_id)
         observer.record(ClaimRefused(handed_over=True))
         await self._nudge(user_id)
-        return Accepted(event.id)
+        if self._registry.get(user_id) is not None:
+            return Accepted(event.id)  # nobody served the user after all: served here
+        return HandedOver(event.id)
 
     async def _nudge(self, user_id: str) -> None:
         """Tell the owner of `user_id` to collect what is stored; if nobody owns it now, serve

@@ -20,7 +20,7 @@ from typing import Protocol
 
 from actors.registry import Registry
 from engine.compression import CompressionPolicy
-from engine.errors import ButlerError, DeliveryFailed, StoreUnavailable
+from engine.errors import ButlerError, DeliveryFailed, OwnedElsewhere, StoreUnavailable
 from engine.messages import CompressMemory
 from engine.ports import Clock, OutgoingReply, Store
 
@@ -103,6 +103,9 @@ class RegistryRequester:
                 )
         except TimeoutError as exc:
             raise RequestFailed("the actor did not finish compressing in time") from exc
+        except OwnedElsewhere:
+            log.info("worker skipped a user another process serves (its worker compresses)")
+            return
         except ButlerError as exc:
             raise RequestFailed(f"the registry refused: {type(exc).__name__}") from exc
         if not taken:

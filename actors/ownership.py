@@ -9,7 +9,6 @@ expires.
 
 from __future__ import annotations
 
-import asyncio
 import os
 import secrets
 import socket
@@ -18,7 +17,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from engine import leases as rules
-from engine.errors import LeaseLost, OwnedElsewhere, StoreUnavailable
+from engine.errors import OwnedElsewhere
 from engine.ports import Clock, Lease, LeaseStore
 
 USER_PREFIX = "user:"
@@ -34,21 +33,20 @@ def user_key(user_id: str) -> str:
 
 
 def gone_from_this_host(owner: str, *, hostname: str | None = None) -> bool:
-    """Whether `owner` names a process of this host that no longer runs (or is a zombie).
+    """Whether `owner` (another owner id than this process's) names a process of this host
+    that no longer runs, is a zombie, or had this process's pid (an earlier incarnation: a
+    container's pid 1 restarted).
 
     A pid reused by another process reads as alive: the lease then simply waits for its
-    expiry. Hosts are told apart by name, so two containers given one hostname and separate
-    pid namespaces could take each other's leases early (fencing still keeps one writer).
+    expiry. Hosts are told apart by name, so processes sharing a store from separate pid
+    namespaces need distinct hostnames (containers have them by default), or they would take
+    each other's users early (fencing still keeps one writer).
     """
-    parts = owner.split(":")
-    if len(parts) < 3 or not parts[-2].isdigit():
+    pid = _local_pid(owner, socket.gethostname() if hostname is None else hostname)
+    if pid is None:
         return False
-    host = ":".join(parts[:-2])
-    if host != (hostname if hostname is not None else socket.gethostname()):
-        return False
-    pid = int(parts[-2])
-    if pid <= 0:
-        return False
+    if pid == os.getpid():
+        return True
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -56,6 +54,15 @@ def gone_from_this_host(owner: str, *, hostname: str | None = None) -> bool:
     except PermissionError:
         return False  # alive, another user's
     return _zombie(pid)
+
+
+def _local_pid(owner: str, hostname: str) -> int | None:
+    """The pid an owner id of `hostname` names; None for another host or not an owner id."""
+    parts = owner.split(":")
+    if len(parts) < 3 or not parts[-2].isdigit() or ":".join(parts[:-2]) != hostname:
+        return None
+    pid = int(parts[-2])
+    return pid if pid > 0 else None
 
 
 def _zombie(pid: int) -> bool:
@@ -101,32 +108,14 @@ class StoreUserLeases:
             return replace(lease, taken_from=held.owner)
 
     async def renew(self, leases: Sequence[Lease]) -> list[Lease | None]:
-        """Renew every lease at once (SQLite commits them together); a lease the store could
-        not renew now is returned as it was (it may still hold: tried again next round).
+        """Renew every lease in one store call (`renew_leases`).
 
         Raises:
-            StoreUnavailable: no lease could be renewed.
+            StoreUnavailable: nothing was renewed now (the caller tries again next round).
         """
-        now = self._clock.now()
-        outcomes = await asyncio.gather(
-            *(self._store.renew_lease(lease, ttl_s=self.ttl_s, now=now) for lease in leases),
-            return_exceptions=True,
-        )
-        renewed: list[Lease | None] = []
-        unavailable: list[StoreUnavailable] = []
-        for lease, outcome in zip(leases, outcomes, strict=True):
-            if isinstance(outcome, LeaseLost):
-                renewed.append(None)
-            elif isinstance(outcome, StoreUnavailable):
-                unavailable.append(outcome)
-                renewed.append(lease)
-            elif isinstance(outcome, BaseException):
-                raise outcome
-            else:
-                renewed.append(outcome)
-        if unavailable and len(unavailable) == len(leases):
-            raise unavailable[0]
-        return renewed
+        if not leases:
+            return []
+        return await self._store.renew_leases(leases, ttl_s=self.ttl_s, now=self._clock.now())
 
     async def release(self, lease: Lease) -> None:
         await self._store.release_lease(lease)

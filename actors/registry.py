@@ -26,7 +26,7 @@ from actors.deps import ActorDeps
 from actors.envelope import Envelope, abandon, recovered, settled
 from actors.history import TransitionFeed
 from actors.observe import ActorCrashed
-from actors.tickets import Accepted, ActorView, Rejected, Repeated, Ticket, view_of
+from actors.tickets import Accepted, ActorView, HandedOver, Rejected, Repeated, Ticket, view_of
 from actors.user_actor import UserActor
 from engine.domain import Language, Source
 from engine.errors import OwnedElsewhere, ShuttingDown
@@ -37,7 +37,7 @@ from engine.ports import Clock, Lease, Ownership
 
 log = logging.getLogger(__name__)
 
-__all__ = ["Accepted", "ActorView", "Registry", "Rejected", "Repeated", "Ticket"]
+__all__ = ["Accepted", "ActorView", "HandedOver", "Registry", "Rejected", "Repeated", "Ticket"]
 
 
 class Registry:
@@ -313,7 +313,10 @@ class Registry:
                 actor.done.set()
         if crashed and len(actor.mailbox) and not self._closing:
             # Its messages are stored; a fresh actor recovers them from the store.
-            await self._activate(actor.user_id, actor.language)
+            try:
+                await self._activate(actor.user_id, actor.language)
+            except OwnedElsewhere:  # taken meanwhile: the new owner answers what is stored
+                self.leases.watch(actor.user_id)
 
     def _retire(self, actor: UserActor) -> bool:
         """Passivate `actor` if nothing waits for it (called by the actor, synchronously)."""

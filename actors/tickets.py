@@ -20,6 +20,12 @@ class Accepted:
 
 
 @dataclass(frozen=True, slots=True)
+class HandedOver(Accepted):
+    """The message is stored and handed to the process that serves the user: the reply comes
+    from there (a front door shows no typing for it here)."""
+
+
+@dataclass(frozen=True, slots=True)
 class Rejected:
     """The mailbox was full; nothing was stored. `reply` is the butler's answer to send."""
 

@@ -166,6 +166,13 @@ class LeaseStore(Protocol):
         """
         ...
 
+    async def renew_leases(
+        self, leases: Sequence[Lease], *, ttl_s: float, now: datetime
+    ) -> list[Lease | None]:
+        """`renew_lease` for many at once (a few round trips, not one per lease): the renewed
+        lease for each, in order, or None where it was lost."""
+        ...
+
     async def release_lease(self, lease: Lease) -> None:
         """Free the key if `lease` still holds it (the token is kept for the next holder);
         otherwise do nothing."""

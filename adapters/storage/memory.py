@@ -261,6 +261,22 @@ class MemoryStore:
         self.data.leases[lease.key] = kept
         return kept
 
+    async def renew_leases(
+        self, leases: Sequence[Lease], *, ttl_s: float, now: datetime
+    ) -> list[Lease | None]:
+        """Each of `leases` renewed, or None where it was lost."""
+        self._ensure_open()
+        moment, kept = _time(now), self.data.leases
+        renewed: list[Lease | None] = []
+        for lease in leases:
+            current = kept.get(lease.key)
+            if current is None or not current.same_claim(lease):
+                renewed.append(None)
+                continue
+            kept[lease.key] = rules.renewed(current, lease, ttl_s=ttl_s, now=moment)
+            renewed.append(kept[lease.key])
+        return renewed
+
     async def release_lease(self, lease: Lease) -> None:
         """Free the key if `lease` still holds it."""
         self._ensure_open()
@@ -387,6 +403,11 @@ class FencedMemoryStore:
 
     async def renew_lease(self, lease: Lease, *, ttl_s: float, now: datetime) -> Lease:
         return await self._store.renew_lease(lease, ttl_s=ttl_s, now=now)
+
+    async def renew_leases(
+        self, leases: Sequence[Lease], *, ttl_s: float, now: datetime
+    ) -> list[Lease | None]:
+        return await self._store.renew_leases(leases, ttl_s=ttl_s, now=now)
 
     async def release_lease(self, lease: Lease) -> None:
         await self._store.release_lease(lease)

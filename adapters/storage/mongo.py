@@ -74,6 +74,7 @@ _TRANSACTION_TRIES = 3
 _ACQUIRE_TRIES = 5
 """Rounds of acquire: each loses only to a writer that changed the key's document meanwhile."""
 _MAJORITY = WriteConcern("majority", j=True)
+_RENEW_CHUNK = 500
 _NO_PROJECTION = {"_id": 0}
 
 
@@ -571,6 +572,28 @@ class MongoStore:
         if doc is None:
             raise LeaseLost(lease.key)
         return decode_lease(doc)
+
+    async def renew_leases(
+        self, leases: Sequence[Lease], *, ttl_s: float, now: datetime
+    ) -> list[Lease | None]:
+        """Each of `leases` renewed, or None where it was lost: per chunk, one update of
+        every claim still held, then one read of what each key holds now."""
+        until = to_micros(rules.expiry(now, ttl_s))
+        found: dict[str, Lease] = {}
+        async with self._op():
+            for start in range(0, len(leases), _RENEW_CHUNK):
+                chunk = leases[start : start + _RENEW_CHUNK]
+                claims = [lease_doc_query(lease) for lease in chunk]
+                await self._leases.update_many({"$or": claims}, {"$set": {"expires_us": until}})
+                keys = [lease.key for lease in chunk]
+                docs = await self._leases.find({"_id": {"$in": keys}}).to_list(None)
+                found.update((str(doc["_id"]), decode_lease(doc)) for doc in docs)
+        # Only this holder changes its own claim, so a claim still found was renewed above.
+        held = [found.get(lease.key) for lease in leases]
+        return [
+            now_held if now_held is not None and now_held.same_claim(lease) else None
+            for lease, now_held in zip(leases, held, strict=True)
+        ]
 
     async def release_lease(self, lease: Lease) -> None:
         """Free the key if `lease` still holds it."""

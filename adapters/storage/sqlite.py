@@ -28,7 +28,7 @@ from adapters.storage.sqlite_schema import (
 from adapters.storage.sqlite_thread import DbThread
 from engine import leases as rules
 from engine.domain import MemoryEvent, MemorySlice, TurnContext, UserProfile
-from engine.errors import DuplicateMessage, StoreUnavailable
+from engine.errors import DuplicateMessage, LeaseLost, StoreUnavailable
 from engine.ports import Lease, Store
 
 T = TypeVar("T")
@@ -103,6 +103,7 @@ _CACHE_PUT = """
     ON CONFLICT (key) DO UPDATE SET user_id = excluded.user_id, answer = excluded.answer,
         expires_at = excluded.expires_at"""
 _LEASE = "SELECT key, owner, token, expires_at, nudges FROM leases WHERE key = ?"
+_FENCE = "SELECT 1 FROM leases WHERE key = ? AND owner = ? AND token = ?"
 _PUT_LEASE = """
     INSERT INTO leases (key, owner, token, expires_at, nudges) VALUES (?, ?, ?, ?, ?)
     ON CONFLICT (key) DO UPDATE SET owner = excluded.owner, token = excluded.token,
@@ -307,6 +308,26 @@ class SqliteStore:
 
         return await self._write(renew)
 
+    async def renew_leases(
+        self, leases: Sequence[Lease], *, ttl_s: float, now: datetime
+    ) -> list[Lease | None]:
+        """Each of `leases` renewed, or None where it was lost: one transaction."""
+        rules.expiry(now, ttl_s)  # refuses a bad time to live before the job
+
+        def renew(conn: sqlite3.Connection) -> list[Lease | None]:
+            renewed: list[Lease | None] = []
+            for lease in leases:
+                current = _lease(conn, lease.key)
+                if current is None or not current.same_claim(lease):
+                    renewed.append(None)
+                    continue
+                kept = rules.renewed(current, lease, ttl_s=ttl_s, now=now)
+                conn.execute(_PUT_LEASE, lease_row(kept))
+                renewed.append(kept)
+            return renewed
+
+        return await self._write(renew)
+
     async def release_lease(self, lease: Lease) -> None:
         """Free the key if `lease` still holds it."""
 
@@ -342,8 +363,11 @@ class SqliteStore:
         if fence is None:
             return await self._write(work)
 
+        claim = (fence.key, fence.owner, fence.token)
+
         def checked(conn: sqlite3.Connection) -> T:
-            rules.fence(_lease(conn, fence.key), fence)
+            if conn.execute(_FENCE, claim).fetchone() is None:
+                raise LeaseLost(fence.key)
             return work(conn)
 
         return await self._write(checked)

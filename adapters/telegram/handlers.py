@@ -24,7 +24,7 @@ from aiogram.types import (
     User,
 )
 
-from actors.registry import Accepted, Registry, Repeated, Ticket
+from actors.registry import Accepted, HandedOver, Registry, Repeated, Ticket
 from adapters.telegram.chat_actions import Typing
 from adapters.telegram.intake import BoundedMap, RateLimiter
 from adapters.telegram.metrics import TelegramMetrics
@@ -107,7 +107,8 @@ class FrontDoor:
         if isinstance(ticket, Accepted):
             self.apologised.pop(chat_id)
             self.edits.put((chat_id, message.message_id), ticket.event_id)
-            self.typing.begin(chat_id, ticket.event_id, arrived=arrived)
+            if not isinstance(ticket, HandedOver):  # else the process serving the user types
+                self.typing.begin(chat_id, ticket.event_id, arrived=arrived)
             return
         await self.outbox.call(chat_id, _send(chat_id, ticket.reply))
 

@@ -91,6 +91,22 @@ async def test_renewal_after_a_takeover_is_lost(store: Store):
     assert await store.leases("user:", now=later(TTL + 2)) == [taken]
 
 
+async def test_renewing_many_at_once_tells_each_kept_from_each_lost(store: Store):
+    kept = await store.acquire_lease("user:kept", "proc-a", ttl_s=TTL, now=T0)
+    taken = await store.acquire_lease("user:taken", "proc-a", ttl_s=TTL, now=T0)
+    freed = await store.acquire_lease("user:freed", "proc-a", ttl_s=TTL, now=T0)
+    await store.acquire_lease("user:taken", "proc-b", ttl_s=TTL, now=later(TTL + 1))
+    await store.release_lease(freed)
+    renewed = await store.renew_leases([kept, taken, freed], ttl_s=TTL, now=later(TTL + 2))
+    assert renewed[1:] == [None, None]
+    assert renewed[0] is not None
+    assert renewed[0].same_claim(kept)
+    assert renewed[0].expires_at == later(2 * TTL + 2)
+    with pytest.raises(OwnedElsewhere):  # the renewal was stored
+        await store.acquire_lease("user:kept", "proc-b", ttl_s=TTL, now=later(TTL + 3))
+    assert await store.renew_leases([], ttl_s=TTL, now=T0) == []
+
+
 async def test_release_frees_the_key_and_the_next_token_is_greater(store: Store):
     lease = await store.acquire_lease("user:u1", "proc-a", ttl_s=TTL, now=T0)
     await store.release_lease(lease)

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from actors.registry import Accepted
+from adapters.bootstrap import wiring
 from adapters.bootstrap.settings import Settings
 from adapters.bootstrap.wiring import App, Ports, open_app
 from adapters.storage.mongo import MongoStore
@@ -72,8 +73,11 @@ async def replies_by_message(store: Store, users: list[str]) -> dict[str, int]:
 
 
 async def test_two_engines_on_one_store_answer_every_message_once(
-    open_store: Callable[[], Awaitable[Store]], tmp_path: Path
+    open_store: Callable[[], Awaitable[Store]], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    # Two processes, as on two hosts: one pid here would read as each other's dead past self.
+    names = iter(["engine-a.test:101:a", "engine-b.test:102:b"])
+    monkeypatch.setattr(wiring, "process_owner_id", lambda: next(names))
     base = Settings.from_env({"BUTLER_DATA_DIR": str(tmp_path / "data")})
     users = [f"user-{i}" for i in range(USERS)]
     async with AsyncExitStack() as stack, OpenAIServer(mode="slow", slow_delay=0.2) as model:

@@ -18,7 +18,7 @@ import pytest
 
 from actors.observe import ClaimRefused, LeasesRenewed, LeaseTakenOver, OwnershipLost
 from actors.ownership import StoreUserLeases, gone_from_this_host, process_owner_id
-from actors.registry import Accepted, Registry
+from actors.registry import Accepted, HandedOver, Registry
 from engine.domain import MemoryEvent
 from engine.errors import OwnedElsewhere
 from tests.fakes import CollectingSink, ManualClock, MemoryStore, ScriptedLLM
@@ -104,7 +104,7 @@ async def test_a_message_handed_over_is_answered_once_by_the_owner():
         first = await a.registry.tell_text("u", "first")
         await until(lambda: a.llm.calls)  # a's turn is in flight
         second = await b.registry.tell_text("u", "second")
-        assert isinstance(second, Accepted)
+        assert isinstance(second, HandedOver)
         assert store.events["u"][second.event_id].content == "second"  # stored by b
         assert "u" in b.registry.leases.handed
         await a.registry.leases.renew()  # a's round sees the nudge on its lease
@@ -124,7 +124,7 @@ async def test_a_hand_over_to_nobody_is_served_here():
     async with process("host:2:b", store, clock) as b:
         lease = await store.acquire_lease("user:u", "host:1:a", ttl_s=TTL, now=clock.now())
         ticket = await b.registry.tell_text("u", "while a holds it")  # stored, a nudged
-        assert isinstance(ticket, Accepted)
+        assert isinstance(ticket, HandedOver)
         assert store.data.leases["user:u"].nudges == 1
         await store.release_lease(lease)  # a passivated before collecting it
         await b.registry.leases.renew()  # b's retry finds nobody serving u and serves it
@@ -270,7 +270,8 @@ async def test_a_dead_holder_on_this_host_is_taken_over_at_once():
 def test_only_a_gone_process_of_this_host_counts_as_gone():
     host, pid = socket.gethostname(), gone_pid()
     assert gone_from_this_host(f"{host}:{pid}:ab")
-    assert not gone_from_this_host(f"{host}:{os.getpid()}:ab")  # this very process
+    assert not gone_from_this_host(f"{host}:{os.getppid()}:ab")  # alive: the test's parent
+    assert gone_from_this_host(f"{host}:{os.getpid()}:ab")  # an earlier process of this pid
     assert not gone_from_this_host(f"elsewhere.example:{pid}:ab")
     assert not gone_from_this_host("not an owner id")
     assert not gone_from_this_host(f"{host}:0:ab")
