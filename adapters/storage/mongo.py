@@ -31,6 +31,7 @@ from adapters.storage.mongo_schema import (
     DEFAULT_DATABASE,
     EVENTS,
     PROFILES,
+    USAGE,
     Doc,
     bson_date,
     decode_event,
@@ -46,6 +47,7 @@ from adapters.storage.mongo_setup import (
     migrate,
     supports_transactions,
 )
+from engine.budget import Usage, period_keys
 from engine.domain import MemoryEvent, MemorySlice, TurnContext, UserProfile
 from engine.errors import DuplicateMessage, StoreCorrupted, StoreUnavailable
 
@@ -79,6 +81,7 @@ class MongoStore:
         self._profiles: AsyncCollection[Doc] = db[PROFILES]
         self._events: AsyncCollection[Doc] = db[EVENTS]
         self._cache: AsyncCollection[Doc] = db[CACHE]
+        self._usage: AsyncCollection[Doc] = db[USAGE]
         self.transactions = txn
         """Whether multi-document writes are atomic (the server supports transactions)."""
         self._closed = False
@@ -214,15 +217,16 @@ class MongoStore:
         return [decode_profile(doc) for doc in docs]
 
     async def erase_user(self, user_id: str) -> None:
-        """Delete the user's profile and every event of theirs."""
+        """Delete the user's profile, events, cached answers and token usage."""
 
         async def erase(session: Session) -> None:
+            await self._usage.delete_many({"user_id": user_id}, session=session)
             await self._cache.delete_many({"user_id": user_id}, session=session)
             await self._events.delete_many({"user_id": user_id}, session=session)
             await self._profiles.delete_one({"user_id": user_id}, session=session)
 
         async with self._op():
-            await self._write(erase, documents=3)
+            await self._write(erase, documents=4)
 
     # -- events ------------------------------------------------------------------------------
 
@@ -421,6 +425,43 @@ class MongoStore:
             cursor = await self._events.aggregate(pipeline)
             docs = await cursor.to_list(None)
         return [(doc["_id"], doc["n"]) for doc in docs]
+
+    # -- token usage -------------------------------------------------------------------------
+
+    async def add_usage(self, user_id: str, tokens: int, *, now: datetime) -> None:
+        """`$inc` the user's day and month of `now` (each upsert atomic: concurrent adds all
+        count); documents of earlier periods are deleted.
+
+        Raises:
+            ValueError: `tokens` is negative.
+        """
+        if tokens < 0:
+            raise ValueError(f"tokens must be 0 or more, got {tokens}")
+        keys = list(period_keys(now))
+        async with self._op():
+            await self._usage.delete_many({"user_id": user_id, "period": {"$nin": keys}})
+            for key in keys:
+                await self._increment(user_id, key, tokens)
+
+    async def _increment(self, user_id: str, period: str, tokens: int) -> None:
+        query = {"user_id": user_id, "period": period}
+        try:
+            await self._usage.update_one(query, {"$inc": {"tokens": tokens}}, upsert=True)
+        except DuplicateKeyError:
+            # Two upserts raced to insert: the document exists now, so this one updates it.
+            await self._usage.update_one(query, {"$inc": {"tokens": tokens}})
+
+    async def usage(self, user_id: str, *, now: datetime) -> Usage:
+        day, month = period_keys(now)
+        query = {"user_id": user_id, "period": {"$in": [day, month]}}
+        async with self._op():
+            docs = await self._usage.find(query, {"_id": 0, "period": 1, "tokens": 1}).to_list(None)
+        found = {str(doc["period"]): int(doc["tokens"]) for doc in docs}
+        return Usage(day=found.get(day, 0), month=found.get(month, 0))
+
+    async def reset_usage(self, user_id: str) -> None:
+        async with self._op():
+            await self._usage.delete_many({"user_id": user_id})
 
     # -- dump (adapters.storage.dump) --------------------------------------------------------
 

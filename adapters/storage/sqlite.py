@@ -22,6 +22,7 @@ from adapters.storage.sqlite_schema import (
     to_micros,
 )
 from adapters.storage.sqlite_thread import DbThread
+from engine.budget import Usage, period_keys
 from engine.domain import MemoryEvent, MemorySlice, TurnContext, UserProfile
 from engine.errors import DuplicateMessage, StoreUnavailable
 
@@ -95,6 +96,11 @@ _CACHE_PUT = """
     INSERT INTO llm_cache (key, user_id, answer, expires_at) VALUES (?, ?, ?, ?)
     ON CONFLICT (key) DO UPDATE SET user_id = excluded.user_id, answer = excluded.answer,
         expires_at = excluded.expires_at"""
+_ADD_USAGE = """
+    INSERT INTO token_usage (user_id, period, tokens) VALUES (?, ?, ?)
+    ON CONFLICT (user_id, period) DO UPDATE SET tokens = tokens + excluded.tokens"""
+_OLD_USAGE = "DELETE FROM token_usage WHERE user_id = ? AND period NOT IN (?, ?)"
+_USAGE = "SELECT period, tokens FROM token_usage WHERE user_id = ? AND period IN (?, ?)"
 _USERS_OVER = """
     SELECT user_id, count(*) AS n FROM user_memory GROUP BY user_id HAVING n > ?
     ORDER BY n DESC, user_id LIMIT ?"""
@@ -245,6 +251,25 @@ class SqliteStore:
         params = (threshold, max(limit, 0))
         return await self._read(lambda conn: _counts(conn, params))
 
+    async def add_usage(self, user_id: str, tokens: int, *, now: datetime) -> None:
+        """Add `tokens` to the user's day and month of `now`; older periods are dropped.
+
+        Raises:
+            ValueError: `tokens` is negative.
+        """
+        if tokens < 0:
+            raise ValueError(f"tokens must be 0 or more, got {tokens}")
+        keys = period_keys(now)
+        await self._write(lambda conn: _add_usage(conn, user_id, tokens, keys))
+
+    async def usage(self, user_id: str, *, now: datetime) -> Usage:
+        params = (user_id, *period_keys(now))
+        return await self._read(lambda conn: _usage(conn, params))
+
+    async def reset_usage(self, user_id: str) -> None:
+        sql = "DELETE FROM token_usage WHERE user_id = ?"
+        await self._write(lambda conn: _execute(conn, sql, (user_id,)))
+
     async def events_page(self, *, after: tuple[str, str], limit: int) -> list[MemoryEvent]:
         """Events ordered by (user id, id), starting after the key `after` (for dumps)."""
         params = (*after, max(limit, 1))
@@ -330,7 +355,18 @@ def _cached(conn: sqlite3.Connection, params: tuple[str, int]) -> str | None:
     return None if row is None else str(row[0])
 
 
+def _add_usage(conn: sqlite3.Connection, user_id: str, tokens: int, keys: tuple[str, str]) -> None:
+    conn.execute(_OLD_USAGE, (user_id, *keys))
+    conn.executemany(_ADD_USAGE, [(user_id, key, tokens) for key in keys])
+
+
+def _usage(conn: sqlite3.Connection, params: tuple[str, str, str]) -> Usage:
+    found = dict(conn.execute(_USAGE, params).fetchall())
+    return Usage(day=int(found.get(params[1], 0)), month=int(found.get(params[2], 0)))
+
+
 def _erase(conn: sqlite3.Connection, user_id: str) -> None:
+    conn.execute("DELETE FROM token_usage WHERE user_id = ?", (user_id,))
     conn.execute("DELETE FROM llm_cache WHERE user_id = ?", (user_id,))
     conn.execute("DELETE FROM user_memory WHERE user_id = ?", (user_id,))
     conn.execute("DELETE FROM user_profiles WHERE user_id = ?", (user_id,))

@@ -13,7 +13,10 @@ from engine.codec import profile_from_dict, profile_to_dict
 from engine.domain import MemoryEvent, Role, Source, UserProfile
 from engine.errors import StoreCorrupted
 
-SCHEMA_VERSION = 3  # 2: llm_cache; 3: origin (idempotent intake), delivered (the outbox)
+SCHEMA_VERSION = 5
+"""2: llm_cache; 3: origin (idempotent intake), delivered (the outbox); 4: leases (branch
+`leases`); 5: token_usage. Every step is `CREATE ... IF NOT EXISTS` in `_DDL` (or a column
+added by `_migrate`), so a file at any older version, 4 included or skipped, comes up to 5."""
 BUSY_TIMEOUT_MS = 5000
 
 # Timestamps are integer microseconds since the Unix epoch, UTC: exact, compact, ordered.
@@ -64,6 +67,13 @@ _DDL = (
     )""",
     "CREATE INDEX IF NOT EXISTS llm_cache_by_user ON llm_cache (user_id)",
     "CREATE INDEX IF NOT EXISTS llm_cache_by_expiry ON llm_cache (expires_at)",
+    # Tokens per user and period (`engine.budget.period_keys`: `d2026-12-03`, `m2026-12`).
+    """CREATE TABLE IF NOT EXISTS token_usage (
+        user_id TEXT NOT NULL CHECK (user_id <> ''),
+        period TEXT NOT NULL CHECK (period <> ''),
+        tokens INTEGER NOT NULL CHECK (tokens >= 0),
+        PRIMARY KEY (user_id, period)
+    ) WITHOUT ROWID""",
 )
 
 ProfileRow = tuple[str, str, str, str, str, str, int, int, str, int | None]
