@@ -80,6 +80,14 @@ class CompressionFinished:
 
 
 @dataclass(frozen=True, slots=True)
+class BudgetApplied:
+    """A turn started over 80 % of a token budget: `level` reduced (a brief prompt) or
+    exhausted (no model call, the budget line)."""
+
+    level: str
+
+
+@dataclass(frozen=True, slots=True)
 class MailboxRejected:
     pass
 
@@ -98,6 +106,7 @@ Observation = (
     | LLMCalled
     | CacheLooked
     | CompressionFinished
+    | BudgetApplied
     | MailboxRejected
     | ActorCrashed
 )
