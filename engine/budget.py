@@ -14,6 +14,7 @@ from typing import Literal
 
 BudgetLevel = Literal["normal", "reduced", "exhausted"]
 Period = Literal["day", "month"]
+PERIODS: tuple[Period, ...] = ("day", "month")
 
 REDUCED_AT = 0.8
 """The share of a limit at which the prompt is cut down (seed 003's 80 %)."""

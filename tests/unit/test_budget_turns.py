@@ -8,10 +8,12 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+from prometheus_client import CollectorRegistry
 
 from actors.deps import ActorSettings
 from actors.observe import BudgetApplied
 from actors.registry import Accepted, Registry
+from adapters.observability.metrics import ActorCollector
 from engine.budget import Usage
 from engine.compression import CompressionPolicy
 from engine.persona import variants
@@ -191,3 +193,30 @@ async def test_without_a_limit_usage_is_still_counted_and_never_read():
         await _say(reg, sink, "hello")
     assert CountingStore.reads == 0
     assert await store.usage("u", now=NOON) == Usage(PER_CALL, PER_CALL)
+
+
+def _gauges(registry: Registry) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    metrics = CollectorRegistry()
+    metrics.register(ActorCollector(registry))
+    return {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in metrics.collect()
+        for s in family.samples
+    }
+
+
+async def test_the_gauges_show_users_over_a_budget_and_the_kill_switch():
+    store, llm, sink, clock = MemoryStore(), ScriptedLLM(), CollectingSink(), ManualClock(NOON)
+    await store.add_usage("u", 85, now=NOON)
+    async with _registry(store, llm, sink, clock, token_budget_monthly=100) as reg:
+        gauges = _gauges(reg)
+        assert gauges["butler_personalization_enabled", ()] == 1
+        assert gauges["butler_budget_users", (("level", "reduced"), ("period", "month"))] == 0
+        await _say(reg, sink, "one")  # starts at 85 %: reduced; ends at 100 %
+        await _say(reg, sink, "two")  # spent
+        gauges = _gauges(reg)
+        assert gauges["butler_budget_users", (("level", "exhausted"), ("period", "month"))] == 1
+        assert gauges["butler_budget_users", (("level", "reduced"), ("period", "month"))] == 0
+        assert gauges["butler_budget_users", (("level", "exhausted"), ("period", "day"))] == 0
+    async with _registry(store, llm, sink, clock, personalization=False) as reg:
+        assert _gauges(reg)["butler_personalization_enabled", ()] == 0
