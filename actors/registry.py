@@ -323,7 +323,9 @@ class Registry:
     def budget_levels(self) -> dict[tuple[str, str], int]:
         """Live actors whose last turn found them over 80 % of a token budget, by (level,
         period): ("reduced" | "exhausted", "day" | "month")."""
-        counts = {(level, period): 0 for level in ("reduced", "exhausted") for period in PERIODS}
+        counts: dict[tuple[str, str], int] = {
+            (level, period): 0 for level in ("reduced", "exhausted") for period in PERIODS
+        }
         for actor in self._actors.values():
             state = actor.budget
             if state is not None and state.period is not None and state.level != "normal":
