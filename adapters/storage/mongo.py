@@ -15,7 +15,7 @@ from types import TracebackType
 from typing import Any, Self, TypeVar
 
 from bson.errors import BSONError
-from pymongo import AsyncMongoClient, ReplaceOne
+from pymongo import AsyncMongoClient, DeleteMany, ReplaceOne, UpdateOne
 from pymongo.asynchronous.client_session import AsyncClientSession
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
@@ -58,6 +58,7 @@ T = TypeVar("T")
 Session = AsyncClientSession | None
 
 _TRANSACTION_TRIES = 3
+_DUPLICATE_KEY = 11000
 _NO_PROJECTION = {"_id": 0}
 
 
@@ -438,18 +439,23 @@ class MongoStore:
         if tokens < 0:
             raise ValueError(f"tokens must be 0 or more, got {tokens}")
         keys = list(period_keys(now))
+        inc = {"$inc": {"tokens": tokens}}
+        ops: list[DeleteMany | UpdateOne] = [
+            DeleteMany({"user_id": user_id, "period": {"$nin": keys}}),
+            *(UpdateOne({"user_id": user_id, "period": key}, inc, upsert=True) for key in keys),
+        ]
         async with self._op():
-            await self._usage.delete_many({"user_id": user_id, "period": {"$nin": keys}})
-            for key in keys:
-                await self._increment(user_id, key, tokens)
-
-    async def _increment(self, user_id: str, period: str, tokens: int) -> None:
-        query = {"user_id": user_id, "period": period}
-        try:
-            await self._usage.update_one(query, {"$inc": {"tokens": tokens}}, upsert=True)
-        except DuplicateKeyError:
-            # Two upserts raced to insert: the document exists now, so this one updates it.
-            await self._usage.update_one(query, {"$inc": {"tokens": tokens}})
+            try:
+                await self._usage.bulk_write(ops, ordered=True)  # one round trip per turn
+            except BulkWriteError as exc:
+                errors = exc.details.get("writeErrors", [])
+                if not errors or errors[0].get("code") != _DUPLICATE_KEY:
+                    raise
+                # Two upserts raced to insert one period: it exists now, and this upsert finds
+                # it. Ordered writes stop at the first error: the ones from it on run again.
+                for key in keys[int(errors[0]["index"]) - 1 :]:
+                    query = {"user_id": user_id, "period": key}
+                    await self._usage.update_one(query, inc, upsert=True)
 
     async def usage(self, user_id: str, *, now: datetime) -> Usage:
         day, month = period_keys(now)
