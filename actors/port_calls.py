@@ -74,7 +74,7 @@ async def record_usage(
     one, else our counter's count of the prompt and the answer. Never fails the turn."""
     deps = actor.deps
     tokens = completion.prompt_tokens + completion.completion_tokens
-    if not tokens:
+    if tokens <= 0:  # no usage reported (or nonsense): count it ourselves
         counted = (
             deps.counter.count(m.content) + MESSAGE_OVERHEAD_TOKENS for m in request.messages
         )
