@@ -33,8 +33,8 @@ log = logging.getLogger(__name__)
 
 async def on_compress(actor: UserActor, cmd: CompressMemory, envelope: Envelope) -> None:
     deps = actor.deps
-    if actor.phase is not Phase.IDLE:
-        return  # degraded: summarising needs the model; the policy retries later
+    if actor.phase is not Phase.IDLE or not deps.settings.personalization:
+        return  # degraded: summarising needs the model (the policy retries later); or off
     context = await deps.store.load_turn(actor.user_id, limit=0, before="\uffff")
     profile = context.profile
     count = context.memory.total_events

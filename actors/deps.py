@@ -10,6 +10,7 @@ from actors.history import TransitionFeed
 from actors.machine import Lifecycle
 from actors.observe import Observer
 from engine.breaker import Breaker
+from engine.budget import TokenLimits
 from engine.compression import CompressionPolicy
 from engine.domain import EventIds
 from engine.ports import Clock, LanguageModel, ReplySink, Store, TokenCounter, Transcriber
@@ -34,6 +35,15 @@ class ActorSettings:
     redact_memory: bool = False  # PII is replaced before user text is stored or prompted
     coalesce_s: float = 0.0
     """Messages arriving this soon after one that found the actor idle share its turn."""
+    personalization: bool = True
+    """Off: the plain model answers (no persona, profile, history or summary in the prompt;
+    no compression); messages and replies are still stored for delivery and recovery."""
+    token_budget_daily: int = 0  # tokens per user per UTC day; 0: no limit
+    token_budget_monthly: int = 0  # tokens per user per calendar month (UTC); 0: no limit
+
+    @property
+    def token_limits(self) -> TokenLimits:
+        return TokenLimits(self.token_budget_daily, self.token_budget_monthly)
 
     def memory_text(self, text: str) -> str:
         """`text` as memory may hold it: redacted when `redact_memory` is on."""

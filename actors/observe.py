@@ -89,6 +89,14 @@ class MessagesJoined:
 
 
 @dataclass(frozen=True, slots=True)
+class BudgetApplied:
+    """A turn started over 80 % of a token budget: `level` reduced (a brief prompt) or
+    exhausted (no model call, the budget line)."""
+
+    level: str
+
+
+@dataclass(frozen=True, slots=True)
 class MailboxRejected:
     pass
 
@@ -134,6 +142,7 @@ Observation = (
     | CacheLooked
     | CompressionFinished
     | MessagesJoined
+    | BudgetApplied
     | MailboxRejected
     | ActorCrashed
     | LeasesRenewed

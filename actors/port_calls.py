@@ -1,5 +1,5 @@
 """The actor's calls through its ports, each one span and one observation: the turn's
-read, event writes, the prompt, and the model behind the response cache."""
+read, event writes, the prompt, the model behind the response cache, and token usage."""
 
 from __future__ import annotations
 
@@ -9,12 +9,14 @@ from datetime import timedelta
 from typing import TYPE_CHECKING
 
 from actors.observe import (
+    BudgetApplied,
     CacheLooked,
     EventsStored,
     LLMCalled,
     ProfileAccessed,
     PromptBuilt,
 )
+from engine.budget import BRIEF_EVENTS, BudgetState, Usage, assess
 from engine.cache import cache_key
 from engine.domain import MemoryEvent, TurnContext, UserProfile
 from engine.errors import (
@@ -23,7 +25,7 @@ from engine.errors import (
     StoreUnavailable,
 )
 from engine.ports import Completion, CompletionRequest
-from engine.prompt import Prompt
+from engine.prompt import MESSAGE_OVERHEAD_TOKENS, Prompt
 
 if TYPE_CHECKING:
     from actors.user_actor import UserActor
@@ -51,13 +53,66 @@ async def store_events(
     actor.deps.observer.record(EventsStored(tuple(e.role for e in events)))
 
 
+async def budget(actor: UserActor) -> BudgetState | None:
+    """Where the user stands against the token budget now; None when there is no limit."""
+    deps = actor.deps
+    limits = deps.settings.token_limits
+    if limits.unlimited:
+        return None
+    now = deps.clock.now()
+    with deps.tracer.start_as_current_span("store.usage") as span:
+        usage = await deps.store.usage(actor.user_id, now=now)
+        state = assess(usage, limits, now)
+        span.set_attribute("butler.budget.level", state.level)
+    actor.usage, actor.budget = usage, state
+    if state.level != "normal":
+        deps.observer.record(BudgetApplied(state.level))
+    return state
+
+
+async def record_usage(
+    actor: UserActor, request: CompletionRequest, completion: Completion
+) -> None:
+    """Count the call's tokens against the user's budget: the model's usage when it reported
+    one, else our counter's count of the prompt and the answer. Never fails the turn."""
+    deps = actor.deps
+    tokens = completion.prompt_tokens + completion.completion_tokens
+    if tokens <= 0:  # no usage reported (or nonsense): count it ourselves
+        counted = (
+            deps.counter.count(m.content) + MESSAGE_OVERHEAD_TOKENS for m in request.messages
+        )
+        tokens = sum(counted) + deps.counter.count(completion.text)
+    now = deps.clock.now()
+    with deps.tracer.start_as_current_span("store.add_usage"):
+        try:
+            await deps.store.add_usage(actor.user_id, tokens, now=now)
+        except StoreUnavailable:
+            log.warning("token usage not recorded: store unavailable")
+            return
+    if actor.usage is not None and actor.budget is not None:
+        actor.usage = Usage(actor.usage.day + tokens, actor.usage.month + tokens)
+        actor.budget = assess(actor.usage, deps.settings.token_limits, now)
+
+
 def build_prompt(
-    actor: UserActor, profile: UserProfile, context: TurnContext, event: MemoryEvent
+    actor: UserActor,
+    profile: UserProfile,
+    context: TurnContext,
+    event: MemoryEvent,
+    *,
+    brief: bool = False,
 ) -> Prompt:
+    """The reply prompt; `brief` (near the token budget): the summary and the last
+    `BRIEF_EVENTS` events only."""
     with actor.deps.tracer.start_as_current_span("prompt.build") as span:
         prompt = actor.deps.prompts.build(
-            profile, context.memory.events, event.content, event.tokens
+            profile,
+            context.memory.events,
+            event.content,
+            event.tokens,
+            events_limit=BRIEF_EVENTS if brief else None,
         )
+        span.set_attribute("butler.prompt.brief", brief)
         tokens = prompt.tokens
         span.set_attributes(
             {
@@ -75,16 +130,34 @@ def build_prompt(
     return prompt
 
 
+def plain_prompt(actor: UserActor, event: MemoryEvent) -> Prompt:
+    """The prompt with personalization off: a neutral system line and the message."""
+    with actor.deps.tracer.start_as_current_span("prompt.build") as span:
+        prompt = actor.deps.prompts.plain(event.content, event.tokens)
+        span.set_attributes(
+            {
+                "butler.prompt.tokens.message": prompt.tokens.message,
+                "butler.prompt.template_version": prompt.template_version,
+            }
+        )
+    actor.deps.observer.record(PromptBuilt(prompt.tokens.total, truncated=False))
+    return prompt
+
+
 async def complete(
     actor: UserActor,
     request: CompletionRequest,
     template_version: str,
     cache_for: UserProfile | None = None,
+    *,
+    plain: bool = False,
 ) -> Completion:
-    """Ask the model; replies (`cache_for` given) go through the response cache."""
+    """Ask the model; replies (`cache_for` given, or `plain`: a reply keyed without a
+    profile) go through the response cache. A call the model answered counts against the
+    user's token budget; an answer from the cache costs nothing."""
     deps = actor.deps
     key = ""
-    if cache_for is not None and deps.settings.cache_ttl_s > 0:
+    if (cache_for is not None or plain) and deps.settings.cache_ttl_s > 0:
         key = cache_key(
             template_version=template_version,
             model=deps.settings.model_name,
@@ -96,6 +169,7 @@ async def complete(
         if cached is not None:
             return Completion(cached, "cache", 0, 0, 0)
     completion = await call_model(actor, request, template_version)
+    await record_usage(actor, request, completion)
     if key:
         await cache(actor, key, completion.text)
     return completion

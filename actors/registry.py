@@ -22,12 +22,13 @@ from anyio.abc import TaskGroup
 from opentelemetry import context as otel_context
 
 from actors import intake, leases
-from actors.deps import ActorDeps
+from actors.deps import ActorDeps, ActorSettings
 from actors.envelope import Envelope, abandon, recovered, settled
 from actors.history import TransitionFeed
 from actors.observe import ActorCrashed
 from actors.tickets import Accepted, ActorView, HandedOver, Rejected, Repeated, Ticket, view_of
 from actors.user_actor import UserActor
+from engine.budget import PERIODS
 from engine.domain import Language, Source
 from engine.errors import OwnedElsewhere, ShuttingDown
 from engine.lifecycle import Phase
@@ -388,6 +389,23 @@ class Registry:
     @property
     def clock(self) -> Clock:
         return self._deps.clock
+
+    @property
+    def settings(self) -> ActorSettings:
+        """The tunables every actor runs with (the kill switch, the token budgets)."""
+        return self._deps.settings
+
+    def budget_levels(self) -> dict[tuple[str, str], int]:
+        """Live actors whose last turn found them over 80 % of a token budget, by (level,
+        period): ("reduced" | "exhausted", "day" | "month")."""
+        counts: dict[tuple[str, str], int] = {
+            (level, period): 0 for level in ("reduced", "exhausted") for period in PERIODS
+        }
+        for actor in self._actors.values():
+            state = actor.budget
+            if state is not None and state.period is not None and state.level != "normal":
+                counts[state.level, state.period] += 1
+        return counts
 
     def mailbox_depths(self) -> list[int]:
         return [len(a.mailbox) for a in self._actors.values()]

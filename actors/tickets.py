@@ -56,6 +56,8 @@ class ActorView:
     transitions: int
     messages: int = 0
     messages_per_hour: float = 0.0
+    budget_level: str | None = None
+    """The token budget level of the last turn (normal, reduced, exhausted); None: no limit."""
 
 
 def view_of(actor: UserActor, now: float) -> ActorView:
@@ -71,4 +73,5 @@ def view_of(actor: UserActor, now: float) -> ActorView:
         transitions=a.transitions,
         messages=a.messages,
         messages_per_hour=a.messages_per_hour(now),
+        budget_level=None if a.budget is None else a.budget.level,
     )

@@ -34,7 +34,7 @@ from engine.messages import (
     ResetActor,
     UpdateProfile,
 )
-from engine.persona import audio_problem, line
+from engine.persona import audio_problem, budget_spent, line
 from engine.ports import OutgoingReply, ReplyKind
 
 if TYPE_CHECKING:
@@ -84,23 +84,45 @@ async def answer(
     envelope: Envelope,
     earlier: tuple[MemoryEvent, ...] = (),
 ) -> None:
-    """Answer `event`, and with it the `earlier` messages of its batch, in one reply."""
+    """Answer `event`, and with it the `earlier` messages of its batch, in one reply.
+
+    With personalization off nothing of the user's is read: no profile, no history. Over the
+    token budget the model is not asked; near it the prompt is brief.
+    """
     deps = actor.deps
-    context = await port_calls.load(actor, earlier[0] if earlier else event)
-    profile = context.profile or UserProfile.new(actor.user_id, event.created_at, actor.language)
-    actor.language = profile.language
+    context, profile = None, None
+    if deps.settings.personalization:
+        context = await port_calls.load(actor, earlier[0] if earlier else event)
+        profile = context.profile or UserProfile.new(
+            actor.user_id, event.created_at, actor.language
+        )
+        actor.language = profile.language
+    budget = await port_calls.budget(actor)
+    if budget is not None and budget.level == "exhausted" and budget.renews_at is not None:
+        text = budget_spent(budget.period or "day", budget.renews_at, actor.language, event.id)
+        await finish(actor, event, text, "budget", Trigger.DECLINED, envelope)
+        return
     if not actor.breaker.may_try(deps.clock.monotonic()):
         await degraded(actor, event, envelope)
         return
+    message = _together(event, earlier)
     try:
-        prompt = port_calls.build_prompt(actor, profile, context, _together(event, earlier))
+        if context is None or profile is None:
+            prompt = port_calls.plain_prompt(actor, message)
+        else:
+            brief = budget is not None and budget.level == "reduced"
+            prompt = port_calls.build_prompt(actor, profile, context, message, brief=brief)
     except MessageTooLong as exc:
         text = line("too_long", actor.language, event.id, tokens=exc.tokens, budget=exc.budget)
         await finish(actor, event, text, "declined", Trigger.DECLINED, envelope)
         return
     try:
         completion = await port_calls.complete(
-            actor, prompt.request(deps.prompts.budget.reply), prompt.template_version, profile
+            actor,
+            prompt.request(deps.prompts.budget.reply),
+            prompt.template_version,
+            profile,
+            plain=profile is None,
         )
     except LLMUnavailable:
         actor.breaker.trip(deps.clock.monotonic())
@@ -108,7 +130,8 @@ async def answer(
         return
     actor.breaker.close()
     await finish(actor, event, completion.text, "reply", Trigger.REPLIED, envelope)
-    await compaction.maybe_compress(actor, profile, context.memory.total_events + 1)
+    if context is not None and profile is not None:
+        await compaction.maybe_compress(actor, profile, context.memory.total_events + 1)
 
 
 def _together(event: MemoryEvent, earlier: tuple[MemoryEvent, ...]) -> MemoryEvent:

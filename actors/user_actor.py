@@ -23,6 +23,7 @@ from actors.envelope import Envelope
 from actors.history import HISTORY_SIZE, TransitionRecord
 from actors.mailbox import Mailbox
 from actors.observe import TransitionMade
+from engine.budget import BudgetState, Usage
 from engine.compression import Backoff
 from engine.domain import Language, MemoryEvent
 from engine.lifecycle import Phase, Trigger
@@ -44,6 +45,7 @@ class UserActor:
         "_prev_hour_messages",
         "backoff",
         "breaker",
+        "budget",
         "delivery_owed",
         "delivery_retry_at",
         "delivery_retry_s",
@@ -64,6 +66,7 @@ class UserActor:
         "store_retry_s",
         "transitions",
         "turn_started",
+        "usage",
         "user_id",
     )
 
@@ -100,6 +103,10 @@ class UserActor:
         """Stored replies wait for the front door (a failed send, or found at activation)."""
         self.delivery_retry_at = 0.0
         self.delivery_retry_s = 0.0
+        self.usage: Usage | None = None
+        """Tokens spent as of the last turn (None: no budget, or no turn yet)."""
+        self.budget: BudgetState | None = None
+        """The budget level of the last turn, for the gauge of users over a budget."""
 
     @property
     def breaker_open(self) -> bool:

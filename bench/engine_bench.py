@@ -349,7 +349,9 @@ def cuts_ms(samples: list[float]) -> tuple[float, float]:
     return round(cuts[49] * 1000, 3), round(cuts[98] * 1000, 3)
 
 
-def make_deps(store: SqliteStore, sink: FutureSink, observer: Observer, tracing: str) -> ActorDeps:
+def make_deps(
+    store: SqliteStore, sink: FutureSink, observer: Observer, tracing: str, token_budget: int = 0
+) -> ActorDeps:
     """Actor dependencies as `adapters.bootstrap.wiring` builds them, with the bench's model."""
     templates = Templates.load()
     counter = CalibratedEstimator()
@@ -371,7 +373,8 @@ def make_deps(store: SqliteStore, sink: FutureSink, observer: Observer, tracing:
         observer=observer,
         tracer=tracer,
         policy=CompressionPolicy(),
-        settings=ActorSettings(),
+        # Usage is counted after every answer; a budget adds the read at each turn's start.
+        settings=ActorSettings(token_budget_daily=token_budget),
     )
 
 
@@ -508,6 +511,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         "python": platform.python_version(),
         "cpus": os.cpu_count(),
         "gc_threshold": list(gc.get_threshold()),
+        "token_budget": args.token_budget,
     }
     result["queue_floor_msgs_per_s"] = round(await queue_floor(messages, concurrency))
 
@@ -516,7 +520,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         try:
             sink = FutureSink()
             observer = ServiceTimes(ButlerMetrics(CollectorRegistry()))
-            deps = make_deps(store, sink, observer, args.tracing)
+            deps = make_deps(store, sink, observer, args.tracing, args.token_budget)
             async with Registry(deps) as registry:
                 # Throughput: every user's first message (activation and first contact),
                 # then the following rounds on warm actors.
@@ -653,6 +657,13 @@ def main() -> None:
     )
     parser.add_argument(
         "--deadline", type=float, default=900.0, help="seconds before the whole run is aborted"
+    )
+    parser.add_argument(
+        "--token-budget",
+        type=int,
+        default=0,
+        help="BUTLER_TOKEN_BUDGET_DAILY of every user (0: none, as by default); a budget no "
+        "run reaches measures the usage read each turn then makes",
     )
     args = parser.parse_args()
     if args.users < 1 or args.messages_per_user < 1 or args.concurrency < 1:

@@ -3,6 +3,7 @@
 key = SHA-256 over the prompt template's version, the model, a fingerprint of the user's
 profile (persona, tone, language, topics, summary) and the whole request (purpose, budget,
 temperature and every message). A changed template, model, profile or history is a new key.
+A plain prompt (personalization off) has no profile: its key has no profile part.
 """
 
 from __future__ import annotations
@@ -31,13 +32,17 @@ def profile_fingerprint(profile: UserProfile) -> str:
 
 
 def cache_key(
-    *, template_version: str, model: str, profile: UserProfile, request: CompletionRequest
+    *,
+    template_version: str,
+    model: str,
+    profile: UserProfile | None,
+    request: CompletionRequest,
 ) -> str:
     digest = hashlib.sha256()
     head = (
         template_version,
         model,
-        profile_fingerprint(profile),
+        "" if profile is None else profile_fingerprint(profile),
         request.purpose,
         str(request.max_tokens),
         repr(request.temperature),

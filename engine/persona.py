@@ -6,11 +6,14 @@ the wording deterministically by a seed so repeated apologies do not read like a
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Literal
 
 from engine.domain import Language
 
-LineKind = Literal["degraded", "busy", "too_long", "error", "voice_rejected", "store_down"]
+LineKind = Literal[
+    "degraded", "busy", "too_long", "error", "voice_rejected", "store_down", "budget_spent"
+]
 
 _LINES: dict[LineKind, dict[Language, tuple[str, ...]]] = {
     "degraded": {
@@ -85,6 +88,25 @@ _LINES: dict[LineKind, dict[Language, tuple[str, ...]]] = {
             "return to your message as soon as it opens.",
         ),
     },
+    # The token budget is spent (seed 003): no model call until `{when}`, the renewal.
+    "budget_spent": {
+        "ru": (
+            "Осмелюсь доложить, сэр: отпущенный на {period} запас моих размышлений исчерпан; "
+            "даже дворецкому приходится вести счёт. Он обновится {when}, и тогда я снова "
+            "к вашим услугам в полной мере.",
+            "Прошу прощения, сэр, но бюджет особняка на мои рассуждения в этот {period} "
+            "израсходован до последнего пенни. Счёт обнулится {when}; до тех пор позвольте "
+            "ограничиться почтительным поклоном.",
+        ),
+        "en": (
+            "If I may, sir: the allowance of my deliberations for this {period} is spent; even "
+            "a butler must keep accounts. It renews {when}, whereupon I shall be entirely at "
+            "your service again.",
+            "I do beg your pardon, sir, but the household's budget for my musings this "
+            "{period} is spent to the last penny. The ledger is cleared {when}; until then, "
+            "permit me a respectful bow.",
+        ),
+    },
 }
 
 
@@ -118,3 +140,30 @@ _AUDIO_PROBLEMS: dict[str, dict[Language, str]] = {
 def audio_problem(problem: str, language: Language) -> str:
     """What was wrong with a voice note, as the butler says it (`BadAudio.problem`)."""
     return _AUDIO_PROBLEMS.get(problem, _AUDIO_PROBLEMS["corrupt"])[language]
+
+
+_MONTHS: dict[Language, tuple[str, ...]] = {
+    "ru": (
+        "января", "февраля", "марта", "апреля", "мая", "июня",
+        "июля", "августа", "сентября", "октября", "ноября", "декабря",
+    ),
+    "en": (
+        "January", "February", "March", "April", "May", "June",
+        "July", "August", "September", "October", "November", "December",
+    ),
+}  # fmt: skip
+_PERIODS: dict[str, dict[Language, str]] = {
+    "day": {"ru": "день", "en": "day"},
+    "month": {"ru": "месяц", "en": "month"},
+}
+
+
+def budget_spent(period: str, renews_at: datetime, language: Language, seed: str = "") -> str:
+    """The butler's line for a spent budget of `period` (day, month) renewing at `renews_at`."""
+    moment = renews_at.astimezone(UTC)
+    month = _MONTHS[language][moment.month - 1]
+    if language == "ru":
+        when = f"{moment.day} {month} в {moment:%H:%M} UTC"
+    else:
+        when = f"on {moment.day} {month} at {moment:%H:%M} UTC"
+    return line("budget_spent", language, seed, period=_PERIODS[period][language], when=when)

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Literal, Protocol
 
+from engine.budget import Usage
 from engine.domain import Language, MemoryEvent, Source, TurnContext, UserProfile
 
 
@@ -38,7 +39,7 @@ class ProfileStore(Protocol):
         ...
 
     async def erase_user(self, user_id: str) -> None:
-        """Delete everything held about the user: profile and events."""
+        """Delete everything held about the user: profile, events, cached answers, usage."""
         ...
 
 
@@ -189,8 +190,36 @@ class LeaseStore(Protocol):
         ...
 
 
+class UsageStore(Protocol):
+    """Tokens each user spent, per UTC day and calendar month (`engine.budget.period_keys`)."""
+
+    async def add_usage(self, user_id: str, tokens: int, *, now: datetime) -> None:
+        """Add `tokens` to the user's day and month holding `now`, atomically (concurrent
+        adds all count); counts of earlier periods may be dropped.
+
+        Raises:
+            ValueError: `tokens` is negative (nothing is written).
+        """
+        ...
+
+    async def usage(self, user_id: str, *, now: datetime) -> Usage:
+        """Tokens spent in the day and the month holding `now` (zeros for a new user)."""
+        ...
+
+    async def reset_usage(self, user_id: str) -> None:
+        """Forget the user's counts (an operator renews their budget by hand)."""
+        ...
+
+
 class Store(
-    ProfileStore, EventStore, DeliveryLedger, CompactionStore, ResponseCache, LeaseStore, Protocol
+    ProfileStore,
+    EventStore,
+    DeliveryLedger,
+    CompactionStore,
+    ResponseCache,
+    LeaseStore,
+    UsageStore,
+    Protocol,
 ):
     """Everything Butler keeps: one object per backend (SQLite, MongoDB)."""
 
@@ -333,9 +362,10 @@ class TokenCounter(Protocol):
     def count(self, text: str) -> int: ...
 
 
-ReplyKind = Literal["reply", "degraded", "declined", "error", "voice_rejected"]
+ReplyKind = Literal["reply", "degraded", "declined", "error", "voice_rejected", "budget"]
 """reply: the model answered; degraded: the canned line (model unreachable); declined: the
-message cannot be answered as sent (too long); error: a failed turn; voice_rejected: bad audio."""
+message cannot be answered as sent (too long); error: a failed turn; voice_rejected: bad audio;
+budget: the user's token budget is spent (the model was not asked)."""
 
 
 @dataclass(frozen=True, slots=True)

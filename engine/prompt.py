@@ -3,7 +3,9 @@
 Sections: persona (system), summary, memory (recent events) and the new message. Events carry
 their token counts, so fitting memory is a sum. When the total would overflow, the oldest
 events go first, then the summary is cut; the user's message is never cut: if it alone does
-not fit, `MessageTooLong` is raised and the user is told.
+not fit, `MessageTooLong` is raised and the user is told. A brief prompt (a user near their
+token budget) keeps only the newest `events_limit` events; a plain prompt (personalization
+off) is a neutral system line and the message, nothing else.
 """
 
 from __future__ import annotations
@@ -19,6 +21,11 @@ _PERSONA_CACHE_SIZE = 1024
 
 MESSAGE_OVERHEAD_TOKENS = 4
 """Role markers and separators a chat template adds around each message."""
+
+PLAIN_SYSTEM = "You are a helpful assistant."
+"""The whole system message of a plain prompt: no persona, no profile, no memory."""
+PLAIN_VERSION = "plain"
+"""The template version plain prompts report (spans, the response cache's key)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -173,16 +180,23 @@ class PromptBuilder:
         events: Sequence[MemoryEvent],
         message: str,
         message_tokens: int,
+        *,
+        events_limit: int | None = None,
     ) -> Prompt:
         """Assemble the prompt for `message` (whose count is `message_tokens`).
 
         Args:
             events: recent events before the message, oldest first, with token counts.
+            events_limit: keep at most this many of the newest events (a brief prompt);
+                None: as many as the memory budget holds.
 
         Raises:
             MessageTooLong: the message alone does not fit what the persona leaves of the total.
         """
         b = self.budget
+        offered = len(events)
+        if events_limit is not None:
+            events = events[max(len(events) - events_limit, 0) :]
         persona, persona_tokens = self._persona(profile)
         persona_tokens += MESSAGE_OVERHEAD_TOKENS
         msg_tokens = message_tokens + MESSAGE_OVERHEAD_TOKENS
@@ -215,8 +229,27 @@ class PromptBuilder:
             tokens=SectionTokens(persona_tokens, summary_tokens, used, msg_tokens),
             template_version=self.persona_template.version,
             events_used=len(kept),
-            events_dropped=len(events) - len(kept),
+            events_dropped=offered - len(kept),
             summary_truncated=truncated,
+        )
+
+    def plain(self, message: str, message_tokens: int) -> Prompt:
+        """The prompt of a turn without personalization: `PLAIN_SYSTEM` and the message.
+
+        Raises:
+            MessageTooLong: the message does not fit what the system line leaves of the total.
+        """
+        system_tokens = self.counter.count(PLAIN_SYSTEM) + MESSAGE_OVERHEAD_TOKENS
+        room = self.budget.total - system_tokens - MESSAGE_OVERHEAD_TOKENS
+        if message_tokens > room:
+            raise MessageTooLong(message_tokens, room)
+        return Prompt(
+            messages=(ChatMessage("system", PLAIN_SYSTEM), ChatMessage("user", message)),
+            tokens=SectionTokens(system_tokens, 0, 0, message_tokens + MESSAGE_OVERHEAD_TOKENS),
+            template_version=PLAIN_VERSION,
+            events_used=0,
+            events_dropped=0,
+            summary_truncated=False,
         )
 
 

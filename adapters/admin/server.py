@@ -38,6 +38,7 @@ from adapters.admin.views import (
     profile_json,
     transition_counts,
     transition_json,
+    usage_json,
 )
 from engine.domain import InvalidProfileError
 from engine.errors import ButlerError, ConfigurationError, StoreUnavailable
@@ -152,6 +153,8 @@ def build_app(app: AdminBackend, config: AdminConfig) -> web.Application:
     r.add_get("/admin/actors/{user_id}/history", _history)
     r.add_post("/admin/actors/{user_id}/reset", _reset)
     r.add_post("/admin/actors/{user_id}/compress", _compress)
+    r.add_get("/admin/actors/{user_id}/usage", _usage)
+    r.add_post("/admin/actors/{user_id}/usage/reset", _usage_reset)
     r.add_get("/admin/profiles", _profiles)
     r.add_patch("/admin/profiles/{user_id}", _update_profile)
     r.add_get("/admin/machine", _machine)
@@ -236,7 +239,12 @@ async def _actors(request: web.Request) -> web.Response:
     views = [v for v in app.registry.views() if not state or v.state == state]
     views.sort(key=lambda v: v.user_id)
     clock = app.registry.clock
-    return web.json_response({"actors": [actor_json(clock, v) for v in views]})
+    return web.json_response(
+        {
+            "actors": [actor_json(clock, v) for v in views],
+            "personalization": app.registry.settings.personalization,
+        }
+    )
 
 
 async def _actor(request: web.Request) -> web.Response:
@@ -264,6 +272,37 @@ async def _actor(request: web.Request) -> web.Response:
         None if summary_at is None else round((clock.now() - summary_at).total_seconds(), 3)
     )
     return web.json_response(data)
+
+
+async def _usage(request: web.Request) -> web.Response:
+    """The user's token usage, the budgets, the level and when it renews."""
+    app = request.app[_APP]
+    user_id = request.match_info["user_id"]
+    registry = app.registry
+    now = registry.clock.now()
+    try:
+        if not await _known(app, user_id):
+            return _error(404, "no such user")
+        usage = await app.store.usage(user_id, now=now)
+    except StoreUnavailable:
+        return _error(503, "store unavailable")
+    return web.json_response(usage_json(user_id, usage, registry.settings, now))
+
+
+async def _usage_reset(request: web.Request) -> web.Response:
+    """Forget the user's token counts: the budget starts afresh on the next message."""
+    app = request.app[_APP]
+    user_id = request.match_info["user_id"]
+    registry = app.registry
+    try:
+        if not await _known(app, user_id):
+            return _error(404, "no such user")
+        await app.store.reset_usage(user_id)
+        now = registry.clock.now()
+        usage = await app.store.usage(user_id, now=now)
+    except StoreUnavailable:
+        return _error(503, "store unavailable")
+    return web.json_response({"reset": True, **usage_json(user_id, usage, registry.settings, now)})
 
 
 async def _profiles(request: web.Request) -> web.Response:

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from prometheus_client import CollectorRegistry
 
+from actors.deps import ActorSettings
 from actors.history import TransitionRecord
 from actors.registry import ActorView, Registry
+from engine.budget import Usage, assess, next_day, next_month
 from engine.codec import profile_to_dict
 from engine.domain import UserProfile
 from engine.lifecycle import INITIAL, TABLE, Phase
@@ -33,6 +35,34 @@ def transition_json(clock: Clock, r: TransitionRecord) -> dict[str, Any]:
     }
 
 
+def usage_json(
+    user_id: str, usage: Usage, settings: ActorSettings, now: datetime
+) -> dict[str, Any]:
+    """A user's token usage against the budgets at `now`: per period the tokens, the limit
+    (None: no limit), the percent used and when the period renews; the level and when it
+    lifts; and whether personalization is on."""
+    limits = settings.token_limits
+    state = assess(usage, limits, now)
+
+    def period(tokens: int, limit: int, share: float, renews: datetime) -> dict[str, Any]:
+        return {
+            "tokens": tokens,
+            "limit": limit or None,
+            "percent": round(share * 100, 1) if limit else None,
+            "renews_at": renews.isoformat(),
+        }
+
+    return {
+        "user_id": user_id,
+        "personalization": settings.personalization,
+        "day": period(usage.day, limits.daily, state.day_share, next_day(now)),
+        "month": period(usage.month, limits.monthly, state.month_share, next_month(now)),
+        "level": state.level,
+        "period": state.period,
+        "renews_at": None if state.renews_at is None else state.renews_at.isoformat(),
+    }
+
+
 def actor_json(clock: Clock, v: ActorView) -> dict[str, Any]:
     last = None
     if v.last_transition is not None:
@@ -47,6 +77,7 @@ def actor_json(clock: Clock, v: ActorView) -> dict[str, Any]:
         "last_transition": last,
         "transitions": v.transitions,
         "messages": v.messages,
+        "budget": v.budget_level,
     }
 
 

@@ -95,13 +95,15 @@ class Settings:
         values: dict[str, Any] = {}
         problems: list[str] = []
         for var in VARIABLES:
-            raw = env.get(var.name, "").strip()
+            name, raw = var.name, env.get(var.name, "").strip()
+            if not raw and var.alias:
+                name, raw = var.alias, env.get(var.alias, "").strip()
             if not raw:
-                raw = var.derive(env, values) if var.derive else var.default
+                name, raw = var.name, var.derive(env, values) if var.derive else var.default
             try:
                 values[var.name] = var.parse(raw)
             except ValueError as exc:
-                problems.append(f"{var.name}: {exc}")
+                problems.append(f"{name}: {exc}")
         problems += _cross_checks(values)
         warnings = unknown_names(env)
         if problems:

@@ -31,6 +31,8 @@ class Variable:
     """Computes the default from the environment and the variables before this one."""
     derived: str = ""
     """The derived default, in words, for the docs."""
+    alias: str = ""
+    """Another name read when this one is unset or blank (a seed's bare name)."""
 
 
 def _data_dir(env: Mapping[str, str], _: Mapping[str, Any]) -> str:
@@ -109,6 +111,19 @@ VARIABLES: tuple[Variable, ...] = (
        "seconds the model may take for one summary"),
     _v("BUTLER_REDACT_MEMORY", "actors.redact_memory", p.flag, "0",
        "`1`: replace e-mails, phones, cards and passports before text is stored or prompted"),
+    Variable(
+        "BUTLER_PERSONALIZATION_ENABLED", ("actors.personalization",), p.flag, "1",
+        "`0`: the kill switch: replies come from the plain model, with no persona, profile, "
+        "summary or history in the prompt and no compression (messages and replies are still "
+        "stored for delivery); the seed's `PERSONALIZATION_ENABLED` is read when this is unset",
+        alias="PERSONALIZATION_ENABLED",
+    ),
+    _v("BUTLER_TOKEN_BUDGET_DAILY", "actors.token_budget_daily", _COUNT, "0",
+       "tokens (prompt + reply) a user may spend per UTC day: at 80 % prompts hold the summary "
+       "and the last 5 events, at 100 % the butler says when it renews; 0: no limit"),
+    _v("BUTLER_TOKEN_BUDGET_MONTHLY", "actors.token_budget_monthly", _COUNT, "0",
+       "tokens a user may spend per calendar month (UTC), with the daily budget's levels; "
+       "0: no limit"),
     _v("BUTLER_MAILBOX_CAPACITY", "actors.mailbox_capacity", _POSITIVE, "32",
        "messages that may wait per user"),
     _v("BUTLER_COALESCE_MS", "actors.coalesce_s", p.millis, "400",

@@ -1,7 +1,7 @@
-"""`butler admin list|show|history|reset|update`: through the running service's admin API, or on the
-store directly when no service answers (said on stderr), so live actors stay coherent. On the
-store, a write claims the user first, as an actor would: a user another process serves
-(a `butler chat`) is refused with exit code 3 and nothing is changed."""
+"""`butler admin list|show|history|reset|update|usage`: through the running service's admin
+API, or on the store directly when no service answers (said on stderr), so live actors stay
+coherent. On the store, a write claims the user first, as an actor would: a user another
+process serves (a `butler chat`) is refused with exit code 3 and nothing is changed."""
 
 from __future__ import annotations
 
@@ -11,14 +11,14 @@ import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import asdict
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, TextIO
 from urllib.parse import quote
 
 from actors.ownership import StoreUserLeases, process_owner_id
 from adapters.admin.client import AdminClient, AdminRequestFailed, NotButler, ServiceUnreachable
 from adapters.admin.conversation import conversation, history_json
-from adapters.admin.views import profile_json
+from adapters.admin.views import profile_json, usage_json
 from adapters.bootstrap.clock import SystemClock
 from adapters.bootstrap.settings import Settings
 from adapters.bootstrap.wiring import open_store, store_name
@@ -64,6 +64,9 @@ async def run_admin(settings: Settings, args: argparse.Namespace, out: TextIO) -
         ),
         "reset": lambda: reset_in_store(settings, args.user, erase=args.erase, out=out),
         "update": lambda: update_in_store(settings, args.user, body or {}, out=out),
+        "usage": lambda: usage_in_store(
+            settings, args.user, reset=args.reset, as_json=args.json, out=out
+        ),
     }
     return await offline[verb]()
 
@@ -111,6 +114,13 @@ async def _online(
         path = f"/admin/actors/{quote(args.user, safe='')}/history"
         data = await client.call("GET", path, params={"limit": str(max(args.limit, 0))})
         print_history(data, args.json, out)
+    elif verb == "usage":
+        path = f"/admin/actors/{quote(args.user, safe='')}/usage"
+        if args.reset:
+            data = await client.call("POST", path + "/reset")
+        else:
+            data = await client.call("GET", path)
+        print_usage(data, args.json, out)
     elif verb == "reset":
         data = await client.call("POST", f"/admin/actors/{args.user}/reset", {"erase": args.erase})
         print(json.dumps(data, ensure_ascii=False), file=out)
@@ -293,4 +303,41 @@ async def history_from_store(
         return 1
     data = history_json(user_id, profile, events, total, None)
     print_history({**data, "state": "passive"}, as_json, out)
+    return 0
+
+
+def print_usage(data: dict[str, Any], as_json: bool, out: TextIO) -> None:
+    """Tokens per period against the limits, the level and when it lifts."""
+    if as_json:
+        print(json.dumps(data, ensure_ascii=False), file=out)
+        return
+    if data.get("reset"):
+        print(f"{data['user_id']}: usage reset", file=out)
+    for name in ("day", "month"):
+        p = data[name]
+        limit = "no limit" if p["limit"] is None else f"of {p['limit']} ({p['percent']}%)"
+        print(f"{name:>6}: {p['tokens']} tokens {limit}, renews {p['renews_at']}", file=out)
+    level = data["level"]
+    until = f" until {data['renews_at']} ({data['period']})" if data["renews_at"] else ""
+    print(f" level: {level}{until}", file=out)
+    print(f"personalization: {'on' if data['personalization'] else 'off'}", file=out)
+
+
+async def usage_in_store(
+    settings: Settings, user_id: str, *, reset: bool, as_json: bool, out: TextIO
+) -> int:
+    """A user's usage straight from the store (and `reset`: forget it first)."""
+    store = await open_store(settings)
+    now = datetime.now(UTC)
+    try:
+        if await store.get_profile(user_id) is None:
+            print(f"butler: no user {user_id!r} in {store_name(settings)}", file=sys.stderr)
+            return 1
+        if reset:
+            await store.reset_usage(user_id)
+        usage = await store.usage(user_id, now=now)
+    finally:
+        await store.close()
+    data = usage_json(user_id, usage, settings.actors, now)
+    print_usage({"reset": True, **data} if reset else data, as_json, out)
     return 0

@@ -98,6 +98,12 @@ def _admin_arguments(admin: argparse.ArgumentParser) -> None:
     reset.add_argument(
         "--erase", action="store_true", help="also delete the profile and every stored event"
     )
+    usage = verbs.add_parser(
+        "usage", help="one user's token usage against the budgets (day, month, renewal)"
+    )
+    usage.add_argument("user")
+    usage.add_argument("--reset", action="store_true", help="forget the counts: answers resume")
+    usage.add_argument("--json", action="store_true", help="machine-readable output")
     update = verbs.add_parser("update", help="change profile fields")
     update.add_argument("user")
     update.add_argument("--persona")

@@ -18,6 +18,7 @@ from prometheus_client.registry import Collector
 from actors.memory_worker import RunReport
 from actors.observe import (
     ActorCrashed,
+    BudgetApplied,
     CacheLooked,
     ClaimRefused,
     CompressionFinished,
@@ -123,7 +124,17 @@ class ButlerMetrics:
             registry=r,
         )
         self.llm_tokens = Counter(
-            "butler_llm_tokens", "Tokens reported by the model.", ["direction"], registry=r
+            "butler_llm_tokens",
+            "Tokens reported by the model, by direction (input, output) and purpose.",
+            ["direction", "purpose"],
+            registry=r,
+        )
+        self.budget_degraded = Counter(
+            "butler_budget_degraded",
+            "Turns that started over 80 % of a user's token budget: reduced (a brief prompt) "
+            "or exhausted (the budget line, no model call).",
+            ["level"],
+            registry=r,
         )
         self.transitions = Counter(
             "butler_actor_transitions",
@@ -190,6 +201,7 @@ class ButlerMetrics:
             LLMCalled: self._llm,
             CompressionFinished: self._compression,
             MessagesJoined: self._joined,
+            BudgetApplied: lambda o: self.budget_degraded.labels(o.level).inc(),
             MailboxRejected: lambda _: self.rejections.inc(),
             ActorCrashed: lambda _: self.crashes.inc(),
             LeasesRenewed: self._renewed,
@@ -241,9 +253,9 @@ class ButlerMetrics:
         if o.status == "ok" and o.endpoint > 0:
             self.llm_fallbacks.labels(o.purpose).inc()
         if o.prompt_tokens:
-            self.llm_tokens.labels("input").inc(o.prompt_tokens)
+            self.llm_tokens.labels("input", o.purpose).inc(o.prompt_tokens)
         if o.completion_tokens:
-            self.llm_tokens.labels("output").inc(o.completion_tokens)
+            self.llm_tokens.labels("output", o.purpose).inc(o.completion_tokens)
 
     def _joined(self, o: MessagesJoined) -> None:
         if o.coalesced:
@@ -291,6 +303,20 @@ class ActorCollector(Collector):
             "butler_actor_messages_per_hour_max",
             "Messages the busiest live user sent in the trailing hour (no user label).",
             value=max((v.messages_per_hour for v in views), default=0.0),
+        )
+        budget = GaugeMetricFamily(
+            "butler_budget_users",
+            "Live users whose last turn found them over a token budget: level reduced (80 % "
+            "or more) or exhausted (100 %), period day or month (the one that set the level).",
+            labels=["level", "period"],
+        )
+        for (level, period), count in self._registry.budget_levels().items():
+            budget.add_metric([level, period], count)
+        yield budget
+        yield GaugeMetricFamily(
+            "butler_personalization_enabled",
+            "1 while replies are personalized; 0: the kill switch is on (the plain model).",
+            value=1 if self._registry.settings.personalization else 0,
         )
         feed = self._registry.feed
         yield GaugeMetricFamily(

@@ -11,6 +11,7 @@ from types import TracebackType
 from typing import NamedTuple, Self
 
 from engine import leases as rules
+from engine.budget import Usage, period_keys
 from engine.codec import checked_event, checked_profile, utc
 from engine.domain import MemoryEvent, MemorySlice, TurnContext, UserProfile
 from engine.errors import DuplicateMessage, StoreCorrupted, StoreUnavailable
@@ -40,6 +41,8 @@ class MemoryData:
     """(user id, reply id) -> the receipt of a reply the front door took."""
     leases: dict[str, Lease] = field(default_factory=dict)
     """Key -> its lease row; a released key keeps its row (owner `FREE`) and its token."""
+    usage: dict[str, dict[str, int]] = field(default_factory=dict)
+    """User id -> period key (`engine.budget.period_keys`) -> tokens spent."""
 
 
 class MemoryStore:
@@ -99,9 +102,10 @@ class MemoryStore:
         return [profiles[user_id] for user_id in sorted(profiles) if user_id > after][:limit]
 
     async def erase_user(self, user_id: str) -> None:
-        """Delete the user's profile, events and cached answers."""
+        """Delete the user's profile, events, cached answers and token usage."""
         self._ensure_open()
         self.data.profiles.pop(user_id, None)
+        self.data.usage.pop(user_id, None)
         self.data.events.pop(user_id, None)
         for mark in [mark for mark in self.data.delivered if mark[0] == user_id]:
             del self.data.delivered[mark]
@@ -314,6 +318,31 @@ class MemoryStore:
         self._ensure_open()
         rules.fence(self.data.leases.get(lease.key), lease)
 
+    # -- token usage -------------------------------------------------------------------------
+
+    async def add_usage(self, user_id: str, tokens: int, *, now: datetime) -> None:
+        """Add `tokens` to the user's day and month of `now`; older periods are dropped.
+
+        Raises:
+            ValueError: `tokens` is negative.
+        """
+        self._ensure_open()
+        if tokens < 0:
+            raise ValueError(f"tokens must be 0 or more, got {tokens}")
+        keys = period_keys(_time(now))
+        held = self.data.usage.get(user_id, {})
+        self.data.usage[user_id] = {key: held.get(key, 0) + tokens for key in keys}
+
+    async def usage(self, user_id: str, *, now: datetime) -> Usage:
+        self._ensure_open()
+        day, month = period_keys(_time(now))
+        held = self.data.usage.get(user_id, {})
+        return Usage(day=held.get(day, 0), month=held.get(month, 0))
+
+    async def reset_usage(self, user_id: str) -> None:
+        self._ensure_open()
+        self.data.usage.pop(user_id, None)
+
     # -- dump (adapters.storage.dump) --------------------------------------------------------
 
     async def events_page(self, *, after: tuple[str, str], limit: int) -> list[MemoryEvent]:
@@ -417,6 +446,16 @@ class FencedMemoryStore:
 
     async def nudge_lease(self, key: str, *, now: datetime) -> Lease | None:
         return await self._store.nudge_lease(key, now=now)
+
+    # Token usage is counted, not a turn's memory: it passes through unfenced.
+    async def add_usage(self, user_id: str, tokens: int, *, now: datetime) -> None:
+        await self._store.add_usage(user_id, tokens, now=now)
+
+    async def usage(self, user_id: str, *, now: datetime) -> Usage:
+        return await self._store.usage(user_id, now=now)
+
+    async def reset_usage(self, user_id: str) -> None:
+        await self._store.reset_usage(user_id)
 
     def fenced(self, lease: Lease) -> Store:
         return self._store.fenced(lease)

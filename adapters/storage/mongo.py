@@ -16,7 +16,7 @@ from types import TracebackType
 from typing import Any, Self, TypeVar
 
 from bson.errors import BSONError
-from pymongo import AsyncMongoClient, ReplaceOne, ReturnDocument
+from pymongo import AsyncMongoClient, DeleteMany, ReplaceOne, ReturnDocument, UpdateOne
 from pymongo.asynchronous.client_session import AsyncClientSession
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
@@ -35,6 +35,7 @@ from adapters.storage.mongo_schema import (
     EVENTS,
     LEASES,
     PROFILES,
+    USAGE,
     Doc,
     bson_date,
     decode_event,
@@ -54,6 +55,7 @@ from adapters.storage.mongo_setup import (
     supports_transactions,
 )
 from engine import leases as rules
+from engine.budget import Usage, period_keys
 from engine.domain import MemoryEvent, MemorySlice, TurnContext, UserProfile
 from engine.errors import (
     DuplicateMessage,
@@ -75,6 +77,7 @@ _ACQUIRE_TRIES = 5
 """Rounds of acquire: each loses only to a writer that changed the key's document meanwhile."""
 _MAJORITY = WriteConcern("majority", j=True)
 _RENEW_CHUNK = 500
+_DUPLICATE_KEY = 11000
 _NO_PROJECTION = {"_id": 0}
 
 
@@ -113,6 +116,7 @@ class MongoStore:
             if txn
             else db[LEASES]
         )
+        self._usage: AsyncCollection[Doc] = db[USAGE]
         self.transactions = txn
         """Whether multi-document writes are atomic (the server supports transactions)."""
         self._closed = False
@@ -295,15 +299,16 @@ class MongoStore:
         return [decode_profile(doc) for doc in docs]
 
     async def erase_user(self, user_id: str) -> None:
-        """Delete the user's profile and every event of theirs."""
+        """Delete the user's profile, events, cached answers and token usage."""
 
         async def erase(session: Session) -> None:
+            await self._usage.delete_many({"user_id": user_id}, session=session)
             await self._cache.delete_many({"user_id": user_id}, session=session)
             await self._events.delete_many({"user_id": user_id}, session=session)
             await self._profiles.delete_one({"user_id": user_id}, session=session)
 
         async with self._op():
-            await self._guarded(erase, documents=3)
+            await self._guarded(erase, documents=4)
 
     # -- events ------------------------------------------------------------------------------
 
@@ -620,6 +625,48 @@ class MongoStore:
                 query, {"$inc": {"nudges": 1}}, return_document=ReturnDocument.AFTER
             )
         return None if doc is None else decode_lease(doc)
+
+    # -- token usage -------------------------------------------------------------------------
+
+    async def add_usage(self, user_id: str, tokens: int, *, now: datetime) -> None:
+        """`$inc` the user's day and month of `now` (each upsert atomic: concurrent adds all
+        count); documents of earlier periods are deleted.
+
+        Raises:
+            ValueError: `tokens` is negative.
+        """
+        if tokens < 0:
+            raise ValueError(f"tokens must be 0 or more, got {tokens}")
+        keys = list(period_keys(now))
+        inc = {"$inc": {"tokens": tokens}}
+        ops: list[DeleteMany | UpdateOne] = [
+            DeleteMany({"user_id": user_id, "period": {"$nin": keys}}),
+            *(UpdateOne({"user_id": user_id, "period": key}, inc, upsert=True) for key in keys),
+        ]
+        async with self._op():
+            try:
+                await self._usage.bulk_write(ops, ordered=True)  # one round trip per turn
+            except BulkWriteError as exc:
+                errors = exc.details.get("writeErrors", [])
+                if not errors or errors[0].get("code") != _DUPLICATE_KEY:
+                    raise
+                # Two upserts raced to insert one period: it exists now, and this upsert finds
+                # it. Ordered writes stop at the first error: the ones from it on run again.
+                for key in keys[int(errors[0]["index"]) - 1 :]:
+                    query = {"user_id": user_id, "period": key}
+                    await self._usage.update_one(query, inc, upsert=True)
+
+    async def usage(self, user_id: str, *, now: datetime) -> Usage:
+        day, month = period_keys(now)
+        query = {"user_id": user_id, "period": {"$in": [day, month]}}
+        async with self._op():
+            docs = await self._usage.find(query, {"_id": 0, "period": 1, "tokens": 1}).to_list(None)
+        found = {str(doc["period"]): int(doc["tokens"]) for doc in docs}
+        return Usage(day=found.get(day, 0), month=found.get(month, 0))
+
+    async def reset_usage(self, user_id: str) -> None:
+        async with self._op():
+            await self._usage.delete_many({"user_id": user_id})
 
     # -- dump (adapters.storage.dump) --------------------------------------------------------
 

@@ -22,10 +22,15 @@ from engine.domain import InvalidEventError, InvalidProfileError, MemoryEvent, U
 from engine.errors import StoreCorrupted
 from engine.ports import Lease
 
-SCHEMA_VERSION = 4  # 2: llm_cache; 3: origin (idempotent intake), delivered (the outbox); 4: leases
+SCHEMA_VERSION = 5
+"""2: llm_cache; 3: origin (idempotent intake), delivered (the outbox); 4: leases;
+5: token_usage. `migrate` creates what is missing at any older version."""
 PROFILES = "user_profiles"
 EVENTS = "user_memory"
 CACHE = "llm_cache"
+USAGE = "token_usage"
+"""One document per user and period: `user_id`, `period` (`d2026-12-03`, `m2026-12`),
+`tokens`, grown by `$inc` upserts."""
 META = "butler_meta"
 LEASES = "leases"
 """One document per key: `_id` the key, `owner`, `token`, `expires_us`, `nudges`. A released
@@ -60,6 +65,9 @@ CACHE_INDEXES: dict[str, tuple[list[tuple[str, int]], Doc]] = {
     # The server drops an answer once its `expires` date has passed (expireAfterSeconds 0);
     # reads also compare the exact microseconds, so an expired answer is never served.
     "llm_cache_ttl": ([("expires", 1)], {"expireAfterSeconds": 0}),
+}
+USAGE_INDEXES: dict[str, tuple[list[tuple[str, int]], Doc]] = {
+    "token_usage_by_period": ([("user_id", 1), ("period", 1)], {"unique": True}),
 }
 TTL_INDEX = "user_memory_ttl"
 """Single-field index on `created_at` whose `expireAfterSeconds` is the retention period."""

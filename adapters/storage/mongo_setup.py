@@ -29,6 +29,8 @@ from adapters.storage.mongo_schema import (
     PROFILES,
     SCHEMA_VERSION,
     TTL_INDEX,
+    USAGE,
+    USAGE_INDEXES,
     Doc,
 )
 from engine.errors import ButlerError, StoreCorrupted, StoreUnavailable
@@ -108,7 +110,12 @@ async def migrate(db: AsyncDatabase[Doc], *, retention_days: int) -> str:
             {"role": "assistant", "delivered": {"$exists": False}},
             {"$set": {"delivered": "before-outbox"}},
         )
-    every = ((PROFILES, PROFILE_INDEXES), (EVENTS, EVENT_INDEXES), (CACHE, CACHE_INDEXES))
+    every = (
+        (PROFILES, PROFILE_INDEXES),
+        (EVENTS, EVENT_INDEXES),
+        (CACHE, CACHE_INDEXES),
+        (USAGE, USAGE_INDEXES),
+    )
     for collection, indexes in every:
         for name, (keys, options) in indexes.items():
             await db[collection].create_index(keys, name=name, **options)

@@ -27,6 +27,7 @@ from adapters.storage.sqlite_schema import (
 )
 from adapters.storage.sqlite_thread import DbThread
 from engine import leases as rules
+from engine.budget import Usage, period_keys
 from engine.domain import MemoryEvent, MemorySlice, TurnContext, UserProfile
 from engine.errors import DuplicateMessage, LeaseLost, StoreUnavailable
 from engine.ports import Lease, Store
@@ -112,6 +113,11 @@ _PUT_LEASE = """
 _LIVE_LEASES = """
     SELECT key, owner, token, expires_at, nudges FROM leases
     WHERE key >= ? AND key < ? AND owner <> '' AND expires_at > ? ORDER BY key"""
+_ADD_USAGE = """
+    INSERT INTO token_usage (user_id, period, tokens) VALUES (?, ?, ?)
+    ON CONFLICT (user_id, period) DO UPDATE SET tokens = tokens + excluded.tokens"""
+_OLD_USAGE = "DELETE FROM token_usage WHERE user_id = ? AND period NOT IN (?, ?)"
+_USAGE = "SELECT period, tokens FROM token_usage WHERE user_id = ? AND period IN (?, ?)"
 _USERS_OVER = """
     SELECT user_id, count(*) AS n FROM user_memory GROUP BY user_id HAVING n > ?
     ORDER BY n DESC, user_id LIMIT ?"""
@@ -278,6 +284,25 @@ class SqliteStore:
         """Users holding more than `threshold` events, most events first."""
         params = (threshold, max(limit, 0))
         return await self._read(lambda conn: _counts(conn, params))
+
+    async def add_usage(self, user_id: str, tokens: int, *, now: datetime) -> None:
+        """Add `tokens` to the user's day and month of `now`; older periods are dropped.
+
+        Raises:
+            ValueError: `tokens` is negative.
+        """
+        if tokens < 0:
+            raise ValueError(f"tokens must be 0 or more, got {tokens}")
+        keys = period_keys(now)
+        await self._write(lambda conn: _add_usage(conn, user_id, tokens, keys))
+
+    async def usage(self, user_id: str, *, now: datetime) -> Usage:
+        params = (user_id, *period_keys(now))
+        return await self._read(lambda conn: _usage(conn, params))
+
+    async def reset_usage(self, user_id: str) -> None:
+        sql = "DELETE FROM token_usage WHERE user_id = ?"
+        await self._write(lambda conn: _execute(conn, sql, (user_id,)))
 
     async def events_page(self, *, after: tuple[str, str], limit: int) -> list[MemoryEvent]:
         """Events ordered by (user id, id), starting after the key `after` (for dumps)."""
@@ -457,7 +482,18 @@ def _cached(conn: sqlite3.Connection, params: tuple[str, int]) -> str | None:
     return None if row is None else str(row[0])
 
 
+def _add_usage(conn: sqlite3.Connection, user_id: str, tokens: int, keys: tuple[str, str]) -> None:
+    conn.execute(_OLD_USAGE, (user_id, *keys))
+    conn.executemany(_ADD_USAGE, [(user_id, key, tokens) for key in keys])
+
+
+def _usage(conn: sqlite3.Connection, params: tuple[str, str, str]) -> Usage:
+    found = dict(conn.execute(_USAGE, params).fetchall())
+    return Usage(day=int(found.get(params[1], 0)), month=int(found.get(params[2], 0)))
+
+
 def _erase(conn: sqlite3.Connection, user_id: str) -> None:
+    conn.execute("DELETE FROM token_usage WHERE user_id = ?", (user_id,))
     conn.execute("DELETE FROM llm_cache WHERE user_id = ?", (user_id,))
     conn.execute("DELETE FROM user_memory WHERE user_id = ?", (user_id,))
     conn.execute("DELETE FROM user_profiles WHERE user_id = ?", (user_id,))

@@ -14,7 +14,10 @@ from engine.domain import MemoryEvent, Role, Source, UserProfile
 from engine.errors import StoreCorrupted
 from engine.ports import Lease
 
-SCHEMA_VERSION = 4  # 2: llm_cache; 3: origin (idempotent intake), delivered (the outbox); 4: leases
+SCHEMA_VERSION = 5
+"""2: llm_cache; 3: origin (idempotent intake), delivered (the outbox); 4: leases;
+5: token_usage. Every step is `CREATE ... IF NOT EXISTS` in `_DDL` (or a column added by
+`_migrate`), so a file at any older version comes up to 5."""
 BUSY_TIMEOUT_MS = 5000
 
 # Timestamps are integer microseconds since the Unix epoch, UTC: exact, compact, ordered.
@@ -74,6 +77,13 @@ _DDL = (
         expires_at INTEGER NOT NULL,
         nudges INTEGER NOT NULL DEFAULT 0 CHECK (nudges >= 0)
     )""",
+    # Tokens per user and period (`engine.budget.period_keys`: `d2026-12-03`, `m2026-12`).
+    """CREATE TABLE IF NOT EXISTS token_usage (
+        user_id TEXT NOT NULL CHECK (user_id <> ''),
+        period TEXT NOT NULL CHECK (period <> ''),
+        tokens INTEGER NOT NULL CHECK (tokens >= 0),
+        PRIMARY KEY (user_id, period)
+    ) WITHOUT ROWID""",
 )
 
 ProfileRow = tuple[str, str, str, str, str, str, int, int, str, int | None]

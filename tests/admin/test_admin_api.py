@@ -85,7 +85,7 @@ async def test_without_a_token_loopback_is_open(tmp_path: Path) -> None:
         http.get(url + "/admin/actors") as res,
     ):
         assert res.status == 200
-        assert (await res.json()) == {"actors": []}
+        assert (await res.json()) == {"actors": [], "personalization": True}
 
 
 async def test_actors_list_and_filter(admin: Admin) -> None:

@@ -5,6 +5,7 @@ checked for what they should show (`BUTLER_TEST_SCREENSHOTS=DIR` keeps them)."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import os
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -160,6 +161,11 @@ async def test_user_page_and_machine_diagram(traced_admin: Admin, tmp_path: Path
             assert href is not None
             assert href.startswith("http://127.0.0.1:16686/trace/")
             assert href.removeprefix("http://127.0.0.1:16686/trace/") == await link.text_content()
+            budget = page.locator("#budget tbody tr")
+            await expect(budget).to_have_count(2)
+            await expect(budget.nth(0)).to_contain_text("no limit")
+            await expect(page.locator("#budget-note")).to_contain_text("personalization on")
+            await expect(page.locator("#personalization")).to_have_text("personalization: on")
             user = await page.screenshot(path=str(shots / "user.png"), full_page=True)
             assert (238, 243, 255) in colours(user)  # the user's messages' bubbles
             assert "#/users/alice" in page.url
@@ -173,3 +179,40 @@ def _rgb(css: str | None) -> tuple[int, int, int]:
         return int(css[1:3], 16), int(css[3:5], 16), int(css[5:7], 16)
     r, g, b = (int(v) for v in css.removeprefix("rgb(").removesuffix(")").split(","))
     return r, g, b
+
+
+async def test_user_page_shows_a_spent_budget_and_the_kill_switch(tmp_path: Path) -> None:
+    chromium = require("chromium")
+    base = admin_settings(tmp_path)
+    actors = dataclasses.replace(
+        base.actors, personalization=False, token_budget_daily=20, cache_ttl_s=0.0
+    )
+    settings = dataclasses.replace(base, actors=actors)
+    store, llm, sink = MemoryStore(), ScriptedLLM(), CollectingSink()
+    shots = Path(os.environ.get("BUTLER_TEST_SCREENSHOTS", tmp_path))
+    async with (
+        wiring.open_app(settings, sink=sink, ports=wiring.Ports(store=store, llm=llm)) as app,
+        serve_admin(app, admin_config(settings)) as url,
+        async_playwright() as pw,
+    ):
+        for count, text in enumerate(("Good evening", "And the weather?"), start=1):
+            await app.registry.tell_text("alice", text, language="en")  # 15 tokens: 30 of 20
+            await sink.wait_for(count)
+        browser = await pw.chromium.launch(executable_path=chromium, args=CHROMIUM_FLAGS)
+        try:
+            page = await browser.new_page(viewport={"width": 1000, "height": 900})
+            await page.goto(url + "/admin/#/users/alice")
+            await page.fill("#token", TOKEN)
+            await page.click("#login button")
+            badge = page.locator("#personalization")
+            await expect(badge).to_have_text("personalization: off (plain model)")
+            day = page.locator('#budget tr[data-period="day"]')
+            await expect(day).to_have_class("level-exhausted")
+            await expect(day.locator(".percent")).to_have_text("150%")
+            await expect(page.locator("#budget-note")).to_contain_text("level: exhausted until")
+            shot = await page.screenshot(path=str(shots / "user-budget.png"), full_page=True)
+        finally:
+            await browser.close()
+    painted = colours(shot)
+    assert (0xF8, 0xC8, 0xC8) in painted  # the spent period's row
+    assert (0xB3, 0x26, 0x1E) in painted  # the kill switch's badge

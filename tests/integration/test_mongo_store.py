@@ -17,6 +17,7 @@ from bson.errors import InvalidDocument
 from pymongo import AsyncMongoClient
 from pymongo.errors import (
     AutoReconnect,
+    BulkWriteError,
     ConfigurationError,
     DuplicateKeyError,
     InvalidOperation,
@@ -27,6 +28,7 @@ from pymongo.errors import (
 from adapters.storage.mongo import MongoStore
 from adapters.storage.mongo_schema import SCHEMA_VERSION
 from adapters.storage.mongo_setup import client_options, map_error, supports_transactions
+from engine.budget import Usage
 from engine.domain import EventIds, MemoryEvent, UserProfile
 from engine.errors import LeaseLost, StoreCorrupted, StoreUnavailable
 from tests.support.secantus import SecantusServer
@@ -363,3 +365,27 @@ async def test_profile_and_event_documents_keep_their_keys(store: MongoStore, ra
     assert written == old_profile | {"user_id": "new"}
     stored = await raw["user_memory"].find_one({"user_id": "new"}, {"_id": 0})
     assert stored == old_event | {"user_id": "new", "origin": ""}  # schema 3 adds the origin
+
+
+async def test_a_usage_upsert_that_loses_an_insert_race_still_counts_once(
+    store: MongoStore, raw: Any, monkeypatch: pytest.MonkeyPatch
+):
+    """Two processes' first adds of a period both miss and both insert: the unique index
+    refuses one (E11000). The loser's operations from the refused one on run again as updates,
+    so every add counts once: here the rival's 7 and our 5 on the day, our 5 on the month."""
+    now = datetime(2026, 12, 3, 12, 0, tzinfo=UTC)
+    collection = store._usage
+    real_bulk = collection.bulk_write
+
+    async def raced(ops: list[Any], **kwargs: Any) -> Any:
+        await real_bulk(ops[:1], **kwargs)  # the delete of older periods ran
+        await raw["token_usage"].insert_one({"user_id": "u1", "period": "d2026-12-03", "tokens": 7})
+        details = {"writeErrors": [{"index": 1, "code": 11000, "errmsg": "E11000 duplicate key"}]}
+        raise BulkWriteError(details)
+
+    monkeypatch.setattr(collection, "bulk_write", raced)
+    await store.add_usage("u1", 5, now=now)
+    monkeypatch.undo()
+    assert await store.usage("u1", now=now) == Usage(day=12, month=5)
+    await store.add_usage("u1", 1, now=now)  # and the normal path goes on from there
+    assert await store.usage("u1", now=now) == Usage(day=13, month=6)

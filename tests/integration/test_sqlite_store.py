@@ -82,11 +82,15 @@ async def test_tables_and_indexes_exist(store: SqliteStore, raw: sqlite3.Connect
         assert [row[2] for row in raw.execute(f"PRAGMA index_info('{name}')")] == columns
     profiles = list(raw.execute("PRAGMA index_list('user_profiles')"))
     assert [(row[2], row[3]) for row in profiles] == [(1, "pk")]  # unique by user_id
-    assert raw.execute("PRAGMA user_version").fetchone() == (4,)
+    assert raw.execute("PRAGMA user_version").fetchone() == (5,)
     leases = {row[1] for row in raw.execute("PRAGMA table_info('leases')")}
     assert leases == {"key", "owner", "token", "expires_at", "nudges"}
     cache = {row[1] for row in raw.execute("PRAGMA index_list('llm_cache')")}
     assert {"llm_cache_by_user", "llm_cache_by_expiry"} <= cache
+    usage = [row[1] for row in raw.execute("PRAGMA table_info('token_usage')")]
+    assert usage == ["user_id", "period", "tokens"]
+    (pk,) = [row for row in raw.execute("PRAGMA index_list('token_usage')") if row[3] == "pk"]
+    assert [row[2] for row in raw.execute(f"PRAGMA index_info('{pk[1]}')")] == ["user_id", "period"]
 
 
 @pytest.mark.parametrize(

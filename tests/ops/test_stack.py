@@ -133,10 +133,15 @@ def test_dashboards_are_valid_and_provisioned() -> None:
         "memory.json",
         "actors.json",
         "telegram.json",
+        "budget.json",
     }
     telegram = " ".join(t["expr"] for p in boards["telegram.json"]["panels"] for t in p["targets"])
     for name in ("butler_telegram_", 'source="voice"', 'state="transcribing"'):
         assert name in telegram
+    budget = " ".join(t["expr"] for p in boards["budget.json"]["panels"] for t in p["targets"])
+    for name in ("butler_budget_users", "butler_budget_degraded_total", "butler_llm_tokens_total"):
+        assert name in budget
+    assert "butler_personalization_enabled" in budget
     uids = [b["uid"] for b in boards.values()]
     assert len(set(uids)) == len(uids)
     for name, board in boards.items():

@@ -13,7 +13,7 @@ from engine.persona import _LINES, LineKind, audio_problem, line
 
 KINDS: tuple[LineKind, ...] = get_args(LineKind)
 CYRILLIC = re.compile("[\u0400-\u04ff]")
-VALUES = {"tokens": 2345, "budget": 1700, "reason": "тишина"}
+VALUES = {"tokens": 2345, "budget": 1700, "reason": "тишина", "period": "день", "when": "завтра"}
 
 
 def test_every_kind_has_lines_in_every_language() -> None:

@@ -17,6 +17,7 @@ from engine.errors import MessageTooLong
 from engine.ports import ChatMessage
 from engine.prompt import (
     MESSAGE_OVERHEAD_TOKENS,
+    PLAIN_SYSTEM,
     Budget,
     Prompt,
     PromptBuilder,
@@ -205,6 +206,50 @@ class TestBuild:
         message = "Очень длинное сообщение. " * 40  # more than the persona section gets
         prompt = build(builder(), profile(), [], message)
         assert prompt.messages[-1].content == message
+
+
+class TestBriefAndPlain:
+    """Near the token budget the prompt is the summary plus the last 5 events (seed 003);
+    without personalization it is a plain system line and the message."""
+
+    def test_a_brief_prompt_keeps_the_summary_and_the_last_five_events(self) -> None:
+        events = make_events([f"реплика {i}" for i in range(11)])  # the 5th newest: a message
+        p = profile("ru", summary="Хозяин любит чай.")
+        full = build(builder(), p, events, "Что нового?")
+        brief = builder().build(p, events, "Что нового?", COUNTER.count("Что нового?"),
+                                events_limit=5)  # fmt: skip
+        assert full.events_used == 11
+        # The newest event is a message left unanswered: it joins the new one (roles alternate).
+        assert [m.content for m in brief.messages[1:-1]] == [e.content for e in events[-5:-1]]
+        assert brief.messages[-1] == ChatMessage("user", "реплика 10\nЧто нового?")
+        assert brief.messages[0].content == full.messages[0].content  # persona and summary
+        assert "Хозяин любит чай." in brief.messages[0].content
+        assert (brief.events_used, brief.events_dropped) == (5, 6)
+
+    def test_a_brief_prompt_of_a_short_history_keeps_it_all(self) -> None:
+        events = make_events(["one", "two", "three"])
+        brief = builder().build(profile("en"), events, "Hi", COUNTER.count("Hi"), events_limit=5)
+        assert (brief.events_used, brief.events_dropped) == (3, 0)
+
+    def test_a_brief_prompt_starts_with_a_message_not_a_reply(self) -> None:
+        events = make_events([f"e{i}" for i in range(8)])  # user, assistant, ... assistant
+        brief = builder().build(profile("en"), events, "Hi", 1, events_limit=5)
+        assert brief.messages[1].role == "user"
+        assert brief.events_used == 4  # the reply whose message fell outside went too
+
+    def test_a_plain_prompt_has_no_persona_summary_or_history(self) -> None:
+        prompt = builder().plain("Что на ужин?", COUNTER.count("Что на ужин?"))
+        assert prompt.messages == (
+            ChatMessage("system", PLAIN_SYSTEM),
+            ChatMessage("user", "Что на ужин?"),
+        )
+        assert "дворецкий" not in prompt.messages[0].content
+        assert prompt.template_version == "plain"
+        assert prompt.tokens.total <= Budget().total
+
+    def test_a_plain_prompt_still_refuses_a_message_too_long(self) -> None:
+        with pytest.raises(MessageTooLong):
+            builder().plain("x", Budget().total)
 
 
 words = st.text(

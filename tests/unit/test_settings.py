@@ -445,3 +445,40 @@ def test_a_settings_error_of_one_problem_reads_as_one_line() -> None:
         ("BUTLER_X: expected a number",),
         (),
     )
+
+
+def test_personalization_is_on_by_default_and_the_kill_switch_turns_it_off() -> None:
+    assert Settings.from_env({}).actors.personalization is True
+    assert (
+        Settings.from_env({"BUTLER_PERSONALIZATION_ENABLED": "0"}).actors.personalization is False
+    )
+
+
+@pytest.mark.parametrize(
+    ("env", "expected"),
+    [
+        ({"PERSONALIZATION_ENABLED": "false"}, False),  # the seed's name, when ours is unset
+        ({"PERSONALIZATION_ENABLED": "false", "BUTLER_PERSONALIZATION_ENABLED": ""}, False),
+        ({"PERSONALIZATION_ENABLED": "false", "BUTLER_PERSONALIZATION_ENABLED": "1"}, True),
+        ({"PERSONALIZATION_ENABLED": "1", "BUTLER_PERSONALIZATION_ENABLED": "off"}, False),
+    ],
+)
+def test_the_seeds_bare_name_is_read_when_ours_is_unset(
+    env: dict[str, str], expected: bool
+) -> None:
+    assert Settings.from_env(env).actors.personalization is expected
+
+
+def test_a_bad_alias_value_names_the_alias() -> None:
+    with pytest.raises(SettingsError) as caught:
+        Settings.from_env({"PERSONALIZATION_ENABLED": "maybe"})
+    assert caught.value.problems[0].startswith("PERSONALIZATION_ENABLED: ")
+
+
+def test_token_budgets_default_to_no_limit_and_refuse_negatives() -> None:
+    limits = Settings.from_env({}).actors.token_limits
+    assert (limits.daily, limits.monthly, limits.unlimited) == (0, 0, True)
+    s = Settings.from_env({"BUTLER_TOKEN_BUDGET_DAILY": "5000", "BUTLER_TOKEN_BUDGET_MONTHLY": "1"})
+    assert (s.actors.token_budget_daily, s.actors.token_budget_monthly) == (5000, 1)
+    with pytest.raises(SettingsError, match="BUTLER_TOKEN_BUDGET_DAILY: must be at least 0"):
+        Settings.from_env({"BUTLER_TOKEN_BUDGET_DAILY": "-5"})

@@ -9,6 +9,7 @@ from prometheus_client import CollectorRegistry
 
 from actors.observe import (
     ActorCrashed,
+    BudgetApplied,
     CompressionFinished,
     EventsStored,
     LLMCalled,
@@ -118,8 +119,12 @@ def test_llm_called(metrics: ButlerMetrics, registry: CollectorRegistry) -> None
     )
     assert value(registry, "butler_llm_fallbacks_total", purpose="reply") == 1
     assert value(registry, "butler_llm_fallbacks_total", purpose="summary") == 0
-    assert value(registry, "butler_llm_tokens_total", direction="input") == 150
-    assert value(registry, "butler_llm_tokens_total", direction="output") == 30
+    metrics.record(LLMCalled("summary", "ok", 0, 1.0, 300, 60))
+    tokens = "butler_llm_tokens_total"
+    assert value(registry, tokens, direction="input", purpose="reply") == 150
+    assert value(registry, tokens, direction="output", purpose="reply") == 30
+    assert value(registry, tokens, direction="input", purpose="summary") == 300
+    assert value(registry, tokens, direction="output", purpose="summary") == 60
     assert value(registry, "butler_llm_request_duration_seconds_count", purpose="reply") == 2
 
 
@@ -128,6 +133,13 @@ def test_a_failed_fallback_is_not_counted_as_a_fallback(
 ) -> None:
     metrics.record(LLMCalled("reply", "unavailable", 2, 1.0, 0, 0))
     assert value(registry, "butler_llm_fallbacks_total", purpose="reply") == 0
+
+
+def test_budget_degradations_by_level(metrics: ButlerMetrics, registry: CollectorRegistry) -> None:
+    for level in ("reduced", "reduced", "exhausted"):
+        metrics.record(BudgetApplied(level))
+    assert value(registry, "butler_budget_degraded_total", level="reduced") == 2
+    assert value(registry, "butler_budget_degraded_total", level="exhausted") == 1
 
 
 def test_compression_finished(metrics: ButlerMetrics, registry: CollectorRegistry) -> None:
