@@ -87,6 +87,7 @@ class Claims:
     async def _run(self) -> None:
         assert self.ownership is not None
         while not self.stopped():
+            # A full interval after each round: a slow store is not hammered with rounds.
             with anyio.move_on_after(self.ownership.renew_every_s):
                 await self._wake.wait()
             self._wake = anyio.Event()

@@ -581,18 +581,25 @@ class MongoStore:
     async def renew_leases(
         self, leases: Sequence[Lease], *, ttl_s: float, now: datetime
     ) -> list[Lease | None]:
-        """Each of `leases` renewed, or None where it was lost: per chunk, one update of
-        every claim still held, then one read of what each key holds now."""
+        """Each of `leases` renewed, or None where it was lost: per owner and chunk, one
+        update of the keys it still holds (by `_id`), then one read of what each key holds.
+
+        A key its owner took again meanwhile (a newer token) is extended too, harmlessly (the
+        owner holds it); the older lease is reported lost by the token the read finds."""
         until = to_micros(rules.expiry(now, ttl_s))
         found: dict[str, Lease] = {}
+        by_owner: dict[str, list[str]] = {}
+        for lease in leases:
+            by_owner.setdefault(lease.owner, []).append(lease.key)
         async with self._op():
-            for start in range(0, len(leases), _RENEW_CHUNK):
-                chunk = leases[start : start + _RENEW_CHUNK]
-                claims = [lease_doc_query(lease) for lease in chunk]
-                await self._leases.update_many({"$or": claims}, {"$set": {"expires_us": until}})
-                keys = [lease.key for lease in chunk]
-                docs = await self._leases.find({"_id": {"$in": keys}}).to_list(None)
-                found.update((str(doc["_id"]), decode_lease(doc)) for doc in docs)
+            for owner, keys in by_owner.items():
+                for start in range(0, len(keys), _RENEW_CHUNK):
+                    chunk = keys[start : start + _RENEW_CHUNK]
+                    await self._leases.update_many(
+                        {"_id": {"$in": chunk}, "owner": owner}, {"$set": {"expires_us": until}}
+                    )
+                    docs = await self._leases.find({"_id": {"$in": chunk}}).to_list(None)
+                    found.update((str(doc["_id"]), decode_lease(doc)) for doc in docs)
         # Only this holder changes its own claim, so a claim still found was renewed above.
         held = [found.get(lease.key) for lease in leases]
         return [
