@@ -9,7 +9,8 @@ ButlerError
 │   ├── SummaryRejected       the model's summary was empty, too long or in the wrong language
 │   ├── DeliveryFailed        the front door could not hand a reply over (it stays owed)
 │   ├── ShuttingDown          the service stopped taking messages; the sender may retry
-│   └── OwnedElsewhere        another process holds the lease on this key (until it expires)
+│   ├── OwnedElsewhere        another process holds the lease on this key (until it expires)
+│   └── BrokerUnavailable     the message broker did not confirm a publish or a read in time
 └── PermanentError            retrying the same input fails the same way
     ├── StoreCorrupted        schema or data the store cannot read
     ├── DuplicateMessage      a message with this origin is stored already (answered once)
@@ -48,6 +49,10 @@ class PermanentError(ButlerError):
 
 class StoreUnavailable(TransientError):
     """The store cannot be reached or did not answer in time."""
+
+
+class BrokerUnavailable(TransientError):
+    """The message broker (NATS JetStream) did not confirm in time, or cannot be reached."""
 
 
 class LLMUnavailable(TransientError):

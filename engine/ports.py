@@ -6,7 +6,7 @@ Each adapter implements one port for one technology and maps its errors onto
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Literal, Protocol
@@ -290,6 +290,50 @@ class Ownership(Protocol):
         """Users whose serving process stopped renewing its claim (it expired unreleased) or
         is gone: what it left unanswered is a service's to take over and answer."""
         ...
+
+
+Handler = Callable[[bytes], Awaitable[bool]]
+"""Handles one update of a partition: True confirms it (it never comes again), False leaves it
+and every later update of the partition to come again after a pause (a transient failure)."""
+
+
+class PartitionLog(Protocol):
+    """Scale-out's transport: updates appended per partition (a stable hash of the user id,
+    `engine.partitions.partition_of`) and consumed in order by the one process that owns the
+    partition. A broker's stream (NATS JetStream) or, for tests and one process, memory."""
+
+    @property
+    def partitions(self) -> int:
+        """How many partitions there are (fixed for the log's life)."""
+        ...
+
+    async def publish(self, partition: int, update_id: int, payload: bytes) -> None:
+        """Append `payload`; returns once the log holds it durably. A repeat of `update_id`
+        within the log's duplicate window is dropped (and still returns normally).
+
+        Raises:
+            BrokerUnavailable: the log did not confirm in time (nothing may be acknowledged).
+        """
+        ...
+
+    async def consume(
+        self, partition: int, handle: Handler, *, holding: Callable[[], bool]
+    ) -> None:
+        """Take `partition` over and hand its unconfirmed updates to `handle` one at a time,
+        in order, waiting for new ones, until `holding()` is False (asked before each update)
+        or the task is cancelled. Updates an earlier consumer took but did not confirm come
+        first; a consumer taken over by a later `consume` (here or in another process) stops.
+
+        Raises:
+            BrokerUnavailable: the log cannot be read now (the caller tries again).
+        """
+        ...
+
+    async def lag(self, partition: int) -> int:
+        """Updates of `partition` appended and not yet confirmed."""
+        ...
+
+    async def close(self) -> None: ...
 
 
 @dataclass(frozen=True, slots=True)

@@ -11,6 +11,7 @@ import os
 import re
 from collections.abc import Callable
 from pathlib import Path
+from urllib.parse import urlsplit
 
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
 _TRUE = frozenset({"1", "true", "yes", "on"})
@@ -188,3 +189,17 @@ _SQLITE_FORMS = (
     "a SQLite URL is sqlite:///relative/file.db or sqlite:////absolute/file.db "
     "(no host, no query, not in memory); or give a plain path"
 )
+
+
+def nats_urls(raw: str) -> tuple[str, ...]:
+    """Comma-separated `nats://` (or `tls://`) server URLs; empty: none."""
+    urls = tuple(part.strip() for part in raw.split(",") if part.strip())
+    for url in urls:
+        parts = urlsplit(url)
+        if parts.scheme not in {"nats", "tls"} or not parts.hostname:
+            raise ValueError(f"expected nats://host:port, not {url.split('@')[-1]!r}")
+        try:
+            parts.port  # noqa: B018 - validates the port
+        except ValueError:
+            raise ValueError(f"bad port in {url.split('@')[-1]!r}") from None
+    return urls

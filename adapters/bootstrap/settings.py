@@ -78,6 +78,9 @@ class Settings:
     warnings: tuple[str, ...] = ()
     """Said on stderr at start: unknown `BUTLER_*` names, with the closest known one."""
     trace_url: str = ""  # the admin page's trace links, `{trace_id}` filled in
+    broker_urls: tuple[str, ...] = field(default=(), repr=False)  # may carry credentials
+    broker_partitions: int = 16
+    broker_replicas: int = 1
 
     @property
     def sqlite_path(self) -> Path | None:

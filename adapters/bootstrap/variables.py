@@ -189,6 +189,14 @@ VARIABLES: tuple[Variable, ...] = (
        "`butler worker` also compresses a user idle this many seconds"),
     _v("BUTLER_WORKER_METRICS_FILE", "worker_metrics_file", p.text, "",
        "`butler worker` writes its metrics here for node_exporter's textfile collector"),
+    _v("BUTLER_BROKER_URL", "broker_urls", p.nats_urls, "",
+       "NATS JetStream server(s) for scale-out, comma-separated `nats://host:4222`; empty: "
+       "one process, no broker (`butler front` needs it; `butler run` then consumes partitions)"),
+    _v("BUTLER_BROKER_PARTITIONS", "broker_partitions", _POSITIVE, "16",
+       "partitions of the update stream (a stable hash of the user id); fixed for the "
+       "stream's life, the same for every front door and worker"),
+    _v("BUTLER_BROKER_REPLICAS", "broker_replicas", _POSITIVE, "1",
+       "JetStream replicas of the update stream when Butler creates it (3 on a 3-node cluster)"),
     _v("BUTLER_TRACE_URL", "trace_url", p.text, "",
        "a trace viewer's address with `{trace_id}`, linked from the admin page "
        "(e.g. `http://127.0.0.1:16686/trace/{trace_id}`); empty: no links"),
