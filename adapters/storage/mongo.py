@@ -581,8 +581,8 @@ class MongoStore:
     async def renew_leases(
         self, leases: Sequence[Lease], *, ttl_s: float, now: datetime
     ) -> list[Lease | None]:
-        """Each of `leases` renewed, or None where it was lost: per owner and chunk, one
-        update of the keys it still holds (by `_id`), then one read of what each key holds.
+        """Each of `leases` renewed, or None where it was lost: per owner and chunk, one bulk
+        write of single-key updates (by `_id` and owner), then one read of what each key holds.
 
         A key its owner took again meanwhile (a newer token) is extended too, harmlessly (the
         owner holds it); the older lease is reported lost by the token the read finds."""
@@ -595,8 +595,16 @@ class MongoStore:
             for owner, keys in by_owner.items():
                 for start in range(0, len(keys), _RENEW_CHUNK):
                     chunk = keys[start : start + _RENEW_CHUNK]
-                    await self._leases.update_many(
-                        {"_id": {"$in": chunk}, "owner": owner}, {"$set": {"expires_us": until}}
+                    # One ordered=False bulk of single-document updates, not an update_many:
+                    # the same one round trip, and each update touches only its own key, so it
+                    # never waits on a turn's transaction that holds another key (the Python
+                    # test server livelocked a multi-document update against one).
+                    await self._leases.bulk_write(
+                        [
+                            UpdateOne({"_id": key, "owner": owner}, {"$set": {"expires_us": until}})
+                            for key in chunk
+                        ],
+                        ordered=False,
                     )
                     docs = await self._leases.find({"_id": {"$in": chunk}}).to_list(None)
                     found.update((str(doc["_id"]), decode_lease(doc)) for doc in docs)
