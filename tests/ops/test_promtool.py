@@ -39,8 +39,9 @@ def test_rules_are_valid(rules: Path) -> None:
     promtool("check", "rules", str(rules))
 
 
-def test_scrape_config_is_valid() -> None:
-    promtool("check", "config", str(PROM / "prometheus.yml"))
+@pytest.mark.parametrize("config", ["prometheus.yml", "prometheus.scale.yml"])
+def test_scrape_config_is_valid(config: str) -> None:
+    promtool("check", "config", str(PROM / config))
 
 
 @pytest.mark.parametrize("unit", TESTS, ids=lambda p: p.name)

@@ -218,3 +218,59 @@ async def test_dashboards_and_alerts_use_exported_or_documented_metrics(tmp_path
     for where, names in used_metrics().items():
         unknown = {base(n) for n in names} - exported - others
         assert not unknown, f"{where} uses metrics nobody exports: {sorted(unknown)}"
+
+
+def scale_compose() -> dict[str, Any]:
+    loaded: dict[str, Any] = yaml.safe_load((OPS / "compose.scale.yaml").read_text())
+    return loaded
+
+
+def test_the_scale_out_stack_holds_together() -> None:
+    base = compose()["services"]
+    services = scale_compose()["services"]
+    assert set(services) - set(base) == {
+        "nats-1",
+        "nats-2",
+        "nats-3",
+        "front",
+        "worker-1",
+        "worker-2",
+    }
+    assert services["butler"]["profiles"] == ["single"]  # not a second poller of the token
+    nodes = {f"nats-{i}" for i in (1, 2, 3)}
+    for node in nodes:
+        command = services[node]["command"]
+        assert services[node]["image"].startswith("nats:2.")
+        assert "--jetstream" in command
+        assert command[command.index("--name") + 1] == node
+        routes = command[command.index("--routes") + 1].split(",")
+        assert {r.removeprefix("nats://").split(":")[0] for r in routes} == nodes - {node}
+    assert "--replSet" in services["mongo"]["command"]  # transactions and majority writes
+    assert services["front"]["command"] == ["butler", "front"]
+    docs = "".join(
+        (ROOT / "docs" / name).read_text(encoding="utf-8")
+        for name in ("configuration.md", "operations.md")
+    ) + (OPS / "RUNBOOK.md").read_text(encoding="utf-8")
+    for name in ("front", "worker-1", "worker-2"):
+        env = services[name]["environment"]
+        urls = env["BUTLER_BROKER_URL"].split(",")
+        assert {u.removeprefix("nats://").split(":")[0] for u in urls} == nodes
+        assert env["BUTLER_BROKER_REPLICAS"] == "3"
+        for variable in env:
+            assert f"`{variable}`" in docs, f"{name}: {variable} is not documented"
+    for name in ("worker-1", "worker-2"):
+        env = services[name]["environment"]
+        assert services[name]["command"] == ["butler", "run"]
+        assert env["BUTLER_STORE"].startswith("mongodb://mongo:27017/")
+        assert "replicaSet=rs0" in env["BUTLER_STORE"]
+    prometheus = yaml.safe_load((OPS / "prometheus" / "prometheus.scale.yml").read_text())
+    targets = {
+        target.split(":")[0]
+        for job in prometheus["scrape_configs"]
+        for static in job["static_configs"]
+        for target in static["targets"]
+    }
+    assert targets == {"front", "worker-1", "worker-2"}
+    [mount] = services["prometheus"]["volumes"]
+    assert mount.split(":")[1] == "/etc/prometheus/prometheus.yml"
+    assert (OPS / mount.split(":")[0]).resolve() == (OPS / "prometheus" / "prometheus.scale.yml")
