@@ -15,16 +15,13 @@ from types import TracebackType
 from typing import Protocol
 
 from engine.errors import BrokerUnavailable, OwnedElsewhere, StoreUnavailable
+from engine.partitions import partition_key
 from engine.ports import Clock, Handler, Lease, LeaseStore, PartitionLog
 
 log = logging.getLogger(__name__)
 
 WORKER_PREFIX = "worker:"
 PARTITION_PREFIX = "partition:"
-
-
-def partition_lease_key(partition: int) -> str:
-    return f"{PARTITION_PREFIX}{partition}"
 
 
 def partition_of_key(key: str) -> int | None:
@@ -263,7 +260,7 @@ class PartitionOwner:
                 continue
             try:
                 lease = await self._store.acquire_lease(
-                    partition_lease_key(partition),
+                    partition_key(partition),
                     self.owner,
                     ttl_s=self.ttl_s,
                     now=self._clock.now(),
