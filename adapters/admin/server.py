@@ -250,14 +250,14 @@ async def _actors(request: web.Request) -> web.Response:
     views = [v for v in app.registry.views() if not state or v.state == state]
     views.sort(key=lambda v: v.user_id)
     clock = app.registry.clock
+    body: dict[str, Any] = {
+        "actors": [actor_json(clock, v) for v in views],
+        "personalization": app.registry.settings.personalization,
+    }
     source = request.app[_PARTITIONS]
-    return web.json_response(
-        {
-            "actors": [actor_json(clock, v) for v in views],
-            "personalization": app.registry.settings.personalization,
-            "partitions": await source() if source is not None else None,
-        }
-    )
+    if source is not None:  # a worker on a broker; absent otherwise
+        body["partitions"] = await source()
+    return web.json_response(body)
 
 
 async def _actor(request: web.Request) -> web.Response:

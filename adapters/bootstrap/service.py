@@ -186,6 +186,7 @@ async def serve_broker(
             store=app.store,
             clock=app.clock,
             voice_max_seconds=int(settings.stt.max_seconds),
+            defer_busy=True,  # a full mailbox stores nothing: the update must come again
         )
         instruments = BrokerMetrics(metrics, partitions=partition_log.partitions)
         owner = PartitionOwner(

@@ -413,9 +413,11 @@ def build_intake(
     store: Store,
     clock: Clock,
     voice_max_seconds: int,
+    defer_busy: bool = False,
 ) -> Intake:
     """The front door, its router and the intake that feeds it: what polling, the webhook
-    and a broker worker share."""
+    and a broker worker share. `defer_busy`: a full mailbox makes the update come again
+    (a broker) rather than telling the user "busy" and confirming it."""
     tg = telegram.settings
     door = FrontDoor(
         registry=registry,
@@ -427,6 +429,7 @@ def build_intake(
         limiter=RateLimiter(tg.rate_per_minute, tg.rate_burst),
         allowed_users=tg.allowed_users,
         voice_max_seconds=voice_max_seconds,
+        defer_busy=defer_busy,
     )
     dispatcher = Dispatcher()
     dispatcher.include_router(build_router(door))
