@@ -117,6 +117,10 @@ async def test_three_workers_survive_a_crash_without_loss_or_repeats(
             await until(split, "partitions split among three workers", 10)
 
             ids = itertools.count(1)
+            # Unreadable updates are confirmed and skipped, never retried forever.
+            await log.publish(0, next(ids), b"\xffnot json")
+            bad = {"update_id": next(ids), "message": {"chat": "no such shape"}}
+            await log.publish(1, bad["update_id"], json.dumps(bad).encode())
             for m in range(MESSAGES):
                 for user in range(1, USERS + 1):
                     update_id = next(ids)
@@ -159,6 +163,14 @@ async def test_three_workers_survive_a_crash_without_loss_or_repeats(
                 return sum([await log.lag(p) for p in range(PARTITIONS)]) == 0
 
             await until(all_confirmed, "every update confirmed", 5)
+
+            def total(name: str, **labels: str) -> float:
+                return sum(app.metrics.get_sample_value(name, labels) or 0.0 for app in apps)
+
+            assert total("butler_broker_updates_total", outcome="poisoned") == 2
+            assert total("butler_broker_updates_total", outcome="handled") >= USERS * MESSAGES
+            assert total("butler_broker_partition_takeovers_total") >= 1
+            assert total("butler_broker_lease_renewals_total", outcome="ok") > 0
         finally:
             for stop in stops:
                 stop.set()
