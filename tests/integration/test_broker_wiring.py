@@ -119,8 +119,9 @@ async def test_three_workers_survive_a_crash_without_loss_or_repeats(
             ids = itertools.count(1)
             # Unreadable updates are confirmed and skipped, never retried forever.
             await log.publish(0, next(ids), b"\xffnot json")
-            bad = {"update_id": next(ids), "message": {"chat": "no such shape"}}
-            await log.publish(1, bad["update_id"], json.dumps(bad).encode())
+            bad_id = next(ids)
+            bad = {"update_id": bad_id, "message": {"chat": "no such shape"}}
+            await log.publish(1, bad_id, json.dumps(bad).encode())
             for m in range(MESSAGES):
                 for user in range(1, USERS + 1):
                     update_id = next(ids)
