@@ -67,6 +67,10 @@ class AdminBackend(Protocol):
     def metrics(self) -> CollectorRegistry: ...
 
 
+PartitionsSource = Callable[[], Awaitable[dict[str, Any]]]
+"""The partitions of a worker on a broker, as /admin/actors shows them (`"partitions"`)."""
+
+
 @dataclass(frozen=True, slots=True)
 class AdminConfig:
     """Where the admin server listens and the bearer token it asks for (empty: none)."""
@@ -79,6 +83,7 @@ class AdminConfig:
 _APP: web.AppKey[AdminBackend] = web.AppKey("butler", AdminBackend)
 _STREAMS: web.AppKey[set[asyncio.Task[Any]]] = web.AppKey("streams")
 _TRACE_URL: web.AppKey[str] = web.AppKey("trace_url", str)
+_PARTITIONS: web.AppKey[PartitionsSource | None] = web.AppKey("partitions")
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 Middleware = Callable[[web.Request, Handler], Awaitable[web.StreamResponse]]
@@ -134,10 +139,14 @@ def _error(status: int, message: str) -> web.Response:
     return web.json_response({"error": message}, status=status)
 
 
-def build_app(app: AdminBackend, config: AdminConfig) -> web.Application:
-    """The aiohttp application (without a listener), for `serve_admin` and tests."""
+def build_app(
+    app: AdminBackend, config: AdminConfig, *, partitions: PartitionsSource | None = None
+) -> web.Application:
+    """The aiohttp application (without a listener), for `serve_admin` and tests.
+    `partitions`: where a worker on a broker reads its partitions (None: no broker)."""
     web_app = web.Application(middlewares=[_auth(config.token)])  # type: ignore[list-item]
     web_app[_APP] = app
+    web_app[_PARTITIONS] = partitions
     web_app[_STREAMS] = set()
     web_app[_TRACE_URL] = config.trace_url
     web_app.on_response_prepare.append(_stamp)
@@ -163,7 +172,9 @@ def build_app(app: AdminBackend, config: AdminConfig) -> web.Application:
 
 
 @asynccontextmanager
-async def serve_admin(app: AdminBackend, config: AdminConfig) -> AsyncIterator[str]:
+async def serve_admin(
+    app: AdminBackend, config: AdminConfig, *, partitions: PartitionsSource | None = None
+) -> AsyncIterator[str]:
     """Serve the admin API on `config.addr`; yields its base URL.
 
     Port 0 picks a free port (tests). Open event streams are closed on exit.
@@ -172,7 +183,7 @@ async def serve_admin(app: AdminBackend, config: AdminConfig) -> AsyncIterator[s
         ConfigurationError: a non-loopback address without a token.
     """
     check_exposure(config)
-    web_app = build_app(app, config)
+    web_app = build_app(app, config, partitions=partitions)
     runner = web.AppRunner(web_app, access_log=None)
     await runner.setup()
     host, port = config.addr
@@ -239,12 +250,14 @@ async def _actors(request: web.Request) -> web.Response:
     views = [v for v in app.registry.views() if not state or v.state == state]
     views.sort(key=lambda v: v.user_id)
     clock = app.registry.clock
-    return web.json_response(
-        {
-            "actors": [actor_json(clock, v) for v in views],
-            "personalization": app.registry.settings.personalization,
-        }
-    )
+    body: dict[str, Any] = {
+        "actors": [actor_json(clock, v) for v in views],
+        "personalization": app.registry.settings.personalization,
+    }
+    source = request.app[_PARTITIONS]
+    if source is not None:  # a worker on a broker; absent otherwise
+        body["partitions"] = await source()
+    return web.json_response(body)
 
 
 async def _actor(request: web.Request) -> web.Response:

@@ -13,13 +13,14 @@ import signal
 import sys
 import tempfile
 from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager, suppress
+from contextlib import AsyncExitStack, asynccontextmanager, suppress
 from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry
 
 from actors.memory_worker import start_worker
-from adapters.admin.server import AdminConfig, check_exposure, serve_admin
+from actors.ownership import process_owner_id
+from adapters.admin.server import AdminConfig, PartitionsSource, check_exposure, serve_admin
 from adapters.bootstrap.settings import Settings
 from adapters.bootstrap.wiring import DEFAULT_PORTS, App, Ports, open_app
 from adapters.observability.metrics import StoreHealthMetrics, WorkerMetrics
@@ -101,6 +102,17 @@ async def serve(
     check_data_dir(settings)
     stop = stop if stop is not None else stop_on_signals()
     metrics = CollectorRegistry()
+    if settings.broker_urls:
+        await serve_broker(
+            settings,
+            ports=ports,
+            stop=stop,
+            on_ready=on_ready,
+            admin=admin,
+            telegram_session=telegram_session,
+            metrics=metrics,
+        )
+        return
     if settings.telegram.token:
         from adapters.telegram.service import connect, serve_updates  # aiogram: seconds to import
 
@@ -135,6 +147,67 @@ async def serve(
         await stop.wait()
 
 
+async def serve_broker(
+    settings: Settings,
+    *,
+    ports: Ports,
+    stop: asyncio.Event,
+    on_ready: Callable[[App], None] | None,
+    admin: bool,
+    telegram_session: AiohttpSession | None,
+    metrics: CollectorRegistry,
+) -> None:
+    """A worker on the broker: no polling, no webhook; the bot only sends. Stops in order:
+    the partitions first (no more intake), then the actors drain, then the bot closes.
+
+    Raises:
+        TelegramUnavailable: no token, or the Bot API refuses it (replies need the bot).
+        BrokerUnavailable: the broker cannot be reached at start.
+    """
+    from actors.partitions import PartitionOwner
+    from adapters.bootstrap import broker_worker
+    from adapters.observability.metrics import BrokerMetrics
+    from adapters.telegram.service import build_intake, connect
+
+    async with AsyncExitStack() as stack:
+        partition_log = ports.partition_log
+        if partition_log is None:
+            partition_log = await broker_worker.open_partition_log(settings)
+            stack.push_async_callback(partition_log.close)
+        tg = await stack.enter_async_context(
+            connect(settings.telegram, metrics=metrics, session=telegram_session)
+        )
+        app = await stack.enter_async_context(
+            open_app(settings, sink=tg.sink, ports=ports, metrics=metrics, recover=True)
+        )
+        intake = build_intake(
+            tg,
+            registry=app.registry,
+            store=app.store,
+            clock=app.clock,
+            voice_max_seconds=int(settings.stt.max_seconds),
+            defer_busy=True,  # a full mailbox stores nothing: the update must come again
+        )
+        instruments = BrokerMetrics(metrics, partitions=partition_log.partitions)
+        owner = PartitionOwner(
+            log=partition_log,
+            leases=app.store,
+            clock=app.clock,
+            # The id this process claims users under, so both kinds of lease name one owner.
+            owner=getattr(app.registry.leases.ownership, "owner", None) or process_owner_id(),
+            ttl_s=settings.lease_ttl_s,
+            handler=broker_worker.update_handler(intake, instruments),
+            observer=instruments,
+        )
+        view = broker_worker.PartitionsView(owner, app.store, app.clock)
+        await stack.enter_async_context(_extras(app, settings, admin=admin, partitions=view))
+        await stack.enter_async_context(broker_worker.running(owner, instruments))
+        log.info("broker worker %s: %s partitions", owner.owner, partition_log.partitions)
+        if on_ready is not None:
+            on_ready(app)
+        await stop.wait()
+
+
 STORE_CHECK_INTERVAL_S = 2.0
 """How often the service confirms its store is still the one it opened (readiness checks it
 too): a removed data directory must fail readiness within seconds."""
@@ -163,7 +236,9 @@ async def watch_store(store: Store, metrics: StoreHealthMetrics, *, interval_s: 
 
 
 @asynccontextmanager
-async def _extras(app: App, settings: Settings, *, admin: bool) -> AsyncIterator[None]:
+async def _extras(
+    app: App, settings: Settings, *, admin: bool, partitions: PartitionsSource | None = None
+) -> AsyncIterator[None]:
     """What runs beside the intake: the admin server, the compression worker and the store
     watch."""
     watch = asyncio.create_task(
@@ -180,7 +255,7 @@ async def _extras(app: App, settings: Settings, *, admin: bool) -> AsyncIterator
     )
     try:
         if admin:
-            async with serve_admin(app, admin_config(settings)):
+            async with serve_admin(app, admin_config(settings), partitions=partitions):
                 yield
         else:
             yield

@@ -34,6 +34,7 @@ from engine.ports import (
     Clock,
     LanguageModel,
     Ownership,
+    PartitionLog,
     ReplySink,
     Store,
     TokenCounter,
@@ -79,6 +80,9 @@ class Ports:
     observer: Observer | None = None
     ownership: Ownership | None = None
     """How this process claims users; None: a `user:<id>` store lease each."""
+    partition_log: PartitionLog | None = None
+    """The broker's log (`BUTLER_BROKER_URL`); None: NATS JetStream at those URLs. The
+    caller's to close."""
 
 
 DEFAULT_PORTS = Ports()

@@ -417,3 +417,64 @@ class StoreHealthMetrics:
     def record(self, *, ok: bool) -> None:
         self.healthy.set(1 if ok else 0)
         self.checks.labels("ok" if ok else "unavailable").inc()
+
+
+class BrokerMetrics:
+    """`butler_broker_*`: this worker's partitions (a `PartitionObserver`), its consumer lag
+    and what became of the updates it consumed."""
+
+    def __init__(self, registry: CollectorRegistry, *, partitions: int) -> None:
+        r = registry
+        self.partitions = Gauge(
+            "butler_broker_partitions", "Partitions of the broker's log (configured).", registry=r
+        )
+        self.partitions.set(partitions)
+        self.owned_partitions = Gauge(
+            "butler_broker_partitions_owned", "Partitions this worker owns now.", registry=r
+        )
+        self.takeovers = Counter(
+            "butler_broker_partition_takeovers",
+            "Partitions taken whose lease had expired unreleased (a dead or paused worker).",
+            registry=r,
+        )
+        self.renewals = Counter(
+            "butler_broker_lease_renewals",
+            "Partition lease renewals, by outcome (ok, lost: taken over, failed: store down).",
+            ["outcome"],
+            registry=r,
+        )
+        self.rebalances = Counter(
+            "butler_broker_rebalances",
+            "Rounds in which this worker handed partitions back (a worker joined).",
+            registry=r,
+        )
+        self.lag = Gauge(
+            "butler_broker_consumer_lag",
+            "Updates appended and not yet confirmed, summed over the owned partitions.",
+            registry=r,
+        )
+        self.updates = Counter(
+            "butler_broker_updates",
+            "Updates consumed, by outcome (handled, retried: comes again, poisoned: unreadable).",
+            ["outcome"],
+            registry=r,
+        )
+        for outcome in ("ok", "lost", "failed"):
+            self.renewals.labels(outcome)
+        for outcome in ("handled", "retried", "poisoned"):
+            self.updates.labels(outcome)
+
+    def owned(self, count: int) -> None:
+        self.owned_partitions.set(count)
+
+    def takeover(self) -> None:
+        self.takeovers.inc()
+
+    def renewal(self, outcome: str) -> None:
+        self.renewals.labels(outcome).inc()
+
+    def rebalance(self) -> None:
+        self.rebalances.inc()
+
+    def update(self, outcome: str) -> None:
+        self.updates.labels(outcome).inc()

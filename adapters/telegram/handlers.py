@@ -31,7 +31,7 @@ from adapters.telegram.metrics import TelegramMetrics
 from adapters.telegram.outbound import Outbox, user_of
 from adapters.telegram.texts import TextKind, language_of, text
 from engine.domain import Language, UserProfile
-from engine.errors import StoreUnavailable
+from engine.errors import StoreUnavailable, TransientError
 from engine.persona import line
 from engine.ports import Clock, Store
 
@@ -48,6 +48,11 @@ class NotDownloadable(Exception):
     """Telegram will not hand this file over (permanent for this update)."""
 
 
+class MailboxBusy(TransientError):
+    """The user's mailbox is full and nothing was stored: the update must come again (a
+    broker worker's partition waits for it rather than confirming a message it lost)."""
+
+
 @dataclass(slots=True)
 class FrontDoor:
     """What the handlers share: the engine, the outbound side and the intake bookkeeping."""
@@ -62,6 +67,9 @@ class FrontDoor:
     allowed_users: frozenset[int] = frozenset()
     voice_max_seconds: int = 300
     download_timeout_s: float = 60.0
+    defer_busy: bool = False
+    """A full mailbox raises `MailboxBusy` (the update comes again) instead of telling the
+    user "busy" and confirming: on a broker, where a later delivery is certain and cheap."""
     edits: BoundedMap[tuple[int, int], str] = field(default_factory=lambda: BoundedMap(100_000))
     apologised: BoundedMap[int, bool] = field(default_factory=lambda: BoundedMap(10_000))
 
@@ -110,6 +118,9 @@ class FrontDoor:
             if not isinstance(ticket, HandedOver):  # else the process serving the user types
                 self.typing.begin(chat_id, ticket.event_id, arrived=arrived)
             return
+        if self.defer_busy:
+            self.metrics.update("message", "busy_deferred")
+            raise MailboxBusy("the user's mailbox is full; nothing was stored")
         await self.outbox.call(chat_id, _send(chat_id, ticket.reply))
 
     async def store_down(self, message: Message) -> None:

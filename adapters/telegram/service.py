@@ -394,6 +394,30 @@ async def serve_updates(
     Replies of turns still running when this returns go out through `telegram.sink` while
     the caller drains the registry.
     """
+    intake = build_intake(
+        telegram, registry=registry, store=store, clock=clock, voice_max_seconds=voice_max_seconds
+    )
+    tg = telegram.settings
+    if tg.webhook_url:
+        await serve_webhook(intake, tg, stop)
+    else:
+        await telegram.bot(DeleteWebhook(drop_pending_updates=False))
+        await poll(intake, stop, timeout_s=tg.polling_timeout_s)
+    log.info("intake stopped; draining actors")
+
+
+def build_intake(
+    telegram: TelegramBot,
+    *,
+    registry: Registry,
+    store: Store,
+    clock: Clock,
+    voice_max_seconds: int,
+    defer_busy: bool = False,
+) -> Intake:
+    """The front door, its router and the intake that feeds it: what polling, the webhook
+    and a broker worker share. `defer_busy`: a full mailbox makes the update come again
+    (a broker) rather than telling the user "busy" and confirming it."""
     tg = telegram.settings
     door = FrontDoor(
         registry=registry,
@@ -405,13 +429,8 @@ async def serve_updates(
         limiter=RateLimiter(tg.rate_per_minute, tg.rate_burst),
         allowed_users=tg.allowed_users,
         voice_max_seconds=voice_max_seconds,
+        defer_busy=defer_busy,
     )
     dispatcher = Dispatcher()
     dispatcher.include_router(build_router(door))
-    intake = Intake(telegram.bot, dispatcher, telegram.metrics)
-    if tg.webhook_url:
-        await serve_webhook(intake, tg, stop)
-    else:
-        await telegram.bot(DeleteWebhook(drop_pending_updates=False))
-        await poll(intake, stop, timeout_s=tg.polling_timeout_s)
-    log.info("intake stopped; draining actors")
+    return Intake(telegram.bot, dispatcher, telegram.metrics)

@@ -16,7 +16,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from adapters.admin.server import serve_admin
 from adapters.bootstrap.service import admin_config
 from adapters.bootstrap.wiring import Ports, open_app
-from adapters.observability.metrics import StoreHealthMetrics, WorkerMetrics
+from adapters.observability.metrics import BrokerMetrics, StoreHealthMetrics, WorkerMetrics
 from adapters.telegram.metrics import TelegramMetrics
 from tests.admin.conftest import admin_settings
 from tests.fakes import CollectingSink, MemoryStore, ScriptedLLM
@@ -203,6 +203,7 @@ async def test_dashboards_and_alerts_use_exported_or_documented_metrics(tmp_path
         TelegramMetrics(app.metrics)  # `butler run` with a token adds the front door's
         WorkerMetrics(app.metrics)  # and `butler run` always runs the worker
         StoreHealthMetrics(app.metrics)  # and the store watch
+        BrokerMetrics(app.metrics, partitions=16)  # and, on a broker, the partition owner
         await app.registry.tell_text("alice", "Добрый вечер")
         await sink.wait_for(1)
         async with http.get(url + "/metrics") as res:

@@ -271,3 +271,20 @@ async def test_store_errors_while_erasing_propagate(door: Door):
     door.store.down = True
     with pytest.raises(StoreUnavailable):
         await door.door.forget(USER)
+
+
+async def test_a_full_mailbox_defers_the_update_on_a_broker(door: Door):
+    """With `defer_busy` (a broker worker) a message the mailbox has no room for is neither
+    stored nor confirmed: it comes again, where polling would tell the user "busy"."""
+    door.door.defer_busy = True
+    door.llm.gate = asyncio.Event()
+    capacity = door.app.settings.actors.mailbox_capacity
+    assert await door.send(text="first")
+    await door.api.wait(lambda: len(door.llm.calls) == 1)  # in hand; the mailbox is empty
+    for n in range(capacity):
+        assert await door.send(text=f"waiting {n}")
+    assert not await door.send(text="one too many")  # deferred: must come again
+    stored = [e.content for e in door.store.events["tg:7001"].values() if e.role == "user"]
+    assert "one too many" not in stored
+    assert door.api.texts(USER) == []  # nobody was told "busy"
+    door.llm.gate.set()
