@@ -9,6 +9,7 @@ import pytest
 
 from adapters.stt.whisper import LazyWhisperModel
 from tests.support import audio
+from tests.support.nats_cluster import NatsCluster
 from tests.support.secantus import SecantusServer
 from tests.support.tools import in_ci
 
@@ -92,3 +93,14 @@ def secantus(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SecantusServe
         yield server
     finally:
         server.stop()
+
+
+@pytest.fixture(scope="session")
+def nats_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NatsCluster]:
+    """Three `nats-server` JetStream nodes for the session; tests keep apart by stream name."""
+    cluster = NatsCluster(tmp_path_factory.mktemp("nats"), nodes=3)
+    cluster.start()
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
