@@ -1,0 +1,83 @@
+"""The NATS partition log against real `nats-server` processes: losing a node of three, a dead
+URL, and a stream made for another partition count."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+
+from adapters.broker.nats import NatsPartitionLog
+from engine.errors import BrokerUnavailable, ConfigurationError
+from tests.support.nats_cluster import NatsCluster
+
+pytestmark = pytest.mark.anyio
+
+
+def _names() -> dict[str, str]:
+    tag = uuid.uuid4().hex[:10]
+    return {"stream": f"I_{tag}", "subjects": f"i{tag}.in"}
+
+
+@pytest.mark.slow
+async def test_publishing_survives_the_loss_of_one_node_of_three(tmp_path: Path) -> None:
+    cluster = NatsCluster(tmp_path / "nats", nodes=3)
+    cluster.start()
+    try:
+        log = await NatsPartitionLog.connect(
+            cluster.urls, partitions=2, replicas=3, ack_wait_s=2.0, **_names()
+        )
+        try:
+            for i in range(5):
+                await log.publish(i % 2, i, b"before")
+            cluster.kill(0)  # whichever node held the client or a leader: the others go on
+            deadline = time.monotonic() + 20.0
+            published = 5
+            while published < 10:
+                try:
+                    await log.publish(published % 2, published, b"after")
+                    published += 1
+                except BrokerUnavailable:
+                    if time.monotonic() > deadline:
+                        pytest.fail("publishing did not resume on the two nodes left")
+                    await asyncio.sleep(0.1)  # noqa: TID251 - retries a publish, with a deadline
+            assert await log.lag(0) + await log.lag(1) == 10
+        finally:
+            await log.close()
+    finally:
+        cluster.stop()
+
+
+def _dead_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+async def test_a_dead_url_is_broker_unavailable_quickly_without_credentials() -> None:
+    url = f"nats://butler:s3cret@127.0.0.1:{_dead_port()}"
+    began = time.monotonic()
+    with pytest.raises(BrokerUnavailable) as caught:
+        await NatsPartitionLog.connect([url], partitions=2, connect_timeout_s=1.0)
+    assert time.monotonic() - began < 5.0
+    message = str(caught.value)
+    assert "BUTLER_BROKER_URL" in message
+    assert "s3cret" not in message
+
+
+async def test_a_stream_made_for_another_partition_count_is_a_configuration_error(
+    nats_cluster: NatsCluster,
+) -> None:
+    names = _names()
+    first = await NatsPartitionLog.connect(nats_cluster.urls, partitions=4, **names)
+    await first.close()
+    again = await NatsPartitionLog.connect(nats_cluster.urls, partitions=4, **names)
+    await again.close()
+    with pytest.raises(ConfigurationError, match="BUTLER_BROKER_PARTITIONS=8") as caught:
+        await NatsPartitionLog.connect(nats_cluster.urls, partitions=8, **names)
+    assert "\n" not in str(caught.value)
