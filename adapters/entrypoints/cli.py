@@ -28,6 +28,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "serve the Telegram bot (long polling, or a webhook with BUTLER_WEBHOOK_URL) "
         "and the admin server",
     ),
+    "front": (
+        "adapters.entrypoints.front",
+        "the scale-out front door: Telegram updates to the broker (BUTLER_BROKER_URL)",
+    ),
     "db": ("adapters.entrypoints.db", "schema, backups and moves between stores"),
     "admin": (
         "adapters.entrypoints.admin",
@@ -41,7 +45,7 @@ help). The modules load only when their command runs; their arguments are declar
 TRACED = frozenset({"chat", "run", "worker"})
 """Commands whose spans are exported (when OTEL_* asks for it); the others load no SDK."""
 
-DEFAULT_LOG_LEVEL = {"chat": "ERROR", "run": "INFO"}
+DEFAULT_LOG_LEVEL = {"chat": "ERROR", "run": "INFO", "front": "INFO"}
 """Without BUTLER_LOG_LEVEL: the conversation owns the terminal; a service says what it does."""
 
 
@@ -67,6 +71,7 @@ def _parser() -> argparse.ArgumentParser:
         help="language of a new user's profile (default: ru)",
     )
     commands.add_parser("run", help=COMMANDS["run"][1])
+    commands.add_parser("front", help=COMMANDS["front"][1])
     db = commands.add_parser("db", help=COMMANDS["db"][1])
     db_cmds = db.add_subparsers(dest="db_command", required=True)
     db_cmds.add_parser("migrate", help="create the schema and indexes (idempotent)")

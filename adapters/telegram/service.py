@@ -293,15 +293,26 @@ def webhook_app(intake: Intake, path: str, secret: str) -> web.Application:
 
 
 async def serve_webhook(intake: Intake, tg: TelegramSettings, stop: asyncio.Event) -> None:
+    await run_webhook(lambda path, secret: webhook_app(intake, path, secret), intake.bot, tg, stop)
+
+
+async def run_webhook(
+    make_app: Callable[[str, str], web.Application],
+    bot: Bot,
+    tg: TelegramSettings,
+    stop: asyncio.Event,
+) -> None:
+    """Serve `make_app(path, secret)` on BUTLER_WEBHOOK_LISTEN and set the webhook, until
+    `stop` (shared by `butler run` and `butler front`)."""
     secret = tg.webhook_secret or secrets.token_urlsafe(32)
     path = urlsplit(tg.webhook_url).path or "/"
     host, _, port = tg.webhook_listen.rpartition(":")
-    runner = web.AppRunner(webhook_app(intake, path, secret), access_log=None)
+    runner = web.AppRunner(make_app(path, secret), access_log=None)
     await runner.setup()
     try:
         site = web.TCPSite(runner, host or "127.0.0.1", int(port))
         await site.start()
-        await intake.bot(
+        await bot(
             SetWebhook(
                 url=tg.webhook_url,
                 secret_token=secret,

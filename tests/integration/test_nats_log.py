@@ -8,6 +8,7 @@ import socket
 import time
 import uuid
 from pathlib import Path
+from typing import TypedDict
 
 import pytest
 
@@ -18,7 +19,12 @@ from tests.support.nats_cluster import NatsCluster
 pytestmark = pytest.mark.anyio
 
 
-def _names() -> dict[str, str]:
+class _Names(TypedDict):
+    stream: str
+    subjects: str
+
+
+def _names() -> _Names:
     tag = uuid.uuid4().hex[:10]
     return {"stream": f"I_{tag}", "subjects": f"i{tag}.in"}
 

@@ -135,11 +135,13 @@ cluster {{ name: {self.name}, listen: 127.0.0.1:{node.route}, routes: [{routes}]
             proc.wait(10)
         self._nodes[i].proc = None
 
-    def start_node(self, i: int, timeout_s: float = 30.0) -> None:
-        """Start node `i` again on its ports and store folder and wait for the cluster."""
+    def start_node(self, i: int, timeout_s: float = 30.0, *, wait: bool = True) -> None:
+        """Start node `i` again on its ports and store folder and (unless `wait` is False:
+        restarting a whole cluster needs a quorum first) wait for the cluster."""
         if self._nodes[i].proc is None:
             self._spawn(i)
-        self.wait_ready(timeout_s)
+        if wait:
+            self.wait_ready(timeout_s)
 
     def stop(self) -> None:
         """Terminate every node (SIGKILL after 10 s); safe to call twice."""
