@@ -112,21 +112,22 @@ async def on_partitions(cluster: NatsCluster) -> dict[int, list[int]]:
     """Every update id the stream holds, per partition, in order (consumed: read it once)."""
     log = await NatsPartitionLog.connect(cluster.urls, partitions=PARTITIONS, replicas=3)
     log.idle_fetch_s = 0.2
-    found: dict[int, list[int]] = {}
     try:
-        for partition in range(PARTITIONS):
-            ids: list[int] = []
-            expected = await log.lag(partition)
-
-            async def handle(payload: bytes, ids: list[int] = ids) -> bool:
-                ids.append(json.loads(payload)["update_id"])
-                return True
-
-            await log.consume(partition, handle, holding=lambda ids=ids, n=expected: len(ids) < n)
-            found[partition] = ids
+        return {partition: await _read(log, partition) for partition in range(PARTITIONS)}
     finally:
         await log.close()
-    return found
+
+
+async def _read(log: NatsPartitionLog, partition: int) -> list[int]:
+    ids: list[int] = []
+    expected = await log.lag(partition)
+
+    async def handle(payload: bytes) -> bool:
+        ids.append(json.loads(payload)["update_id"])
+        return True
+
+    await log.consume(partition, handle, holding=lambda: len(ids) < expected)
+    return ids
 
 
 def expected_partitions(ids_by_user: dict[int, list[int]]) -> dict[int, list[int]]:
