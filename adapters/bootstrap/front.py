@@ -49,10 +49,10 @@ def check_front(settings: Settings) -> None:
     """
     if not settings.broker_urls:
         raise ConfigurationError(
-            "butler front needs BUTLER_BROKER_URL (the NATS servers the workers read)"
+            "the front door (butler front) needs BUTLER_BROKER_URL: the NATS servers workers read"
         )
     if not settings.telegram.token:
-        raise ConfigurationError("butler front needs BUTLER_TELEGRAM_TOKEN")
+        raise ConfigurationError("the front door (butler front) needs BUTLER_TELEGRAM_TOKEN")
     host, _ = settings.admin_addr
     if not settings.admin_token and not _is_loopback(host):
         raise ConfigurationError(
