@@ -77,7 +77,9 @@ async def one_pass(
             if broker:
                 await asyncio.sleep(3 * 15 / 3)  # noqa: TID251 - a benchmark: let partitions spread
             brokers = nats_pids(nats_folder) if nats_folder else []
-            cpu_before = {p.pid: p.cpu() for p in [*procs, *([front] if front else [])]}
+            cpu_before: dict[int, float] = {
+                p.pid: p.cpu() for p in [*procs, *([front] if front else [])]
+            }
             cpu_before |= {pid: cpu_seconds(pid) for pid in brokers}
             pushed: dict[int, list[float]] = {u: [] for u in users}
             started = time.monotonic()
@@ -87,7 +89,7 @@ async def one_pass(
                     await api.send_text(user, f"message {k} of {user}")
             await api.wait_until(lambda: len(api.sent) >= total, args.timeout)
             elapsed = max(d.at for d in api.sent) - started
-            cpu_after = {pid: cpu_seconds(pid) for pid in cpu_before}
+            cpu_after: dict[int, float] = {pid: cpu_seconds(pid) for pid in cpu_before}
         finally:
             await stack.close()
     latencies = []
@@ -97,7 +99,7 @@ async def one_pass(
     latencies.sort()
 
     def used(pids: list[int]) -> float:
-        return sum(cpu_after[p] - cpu_before[p] for p in pids) * 1000 / total
+        return float(sum(cpu_after[p] - cpu_before[p] for p in pids) * 1000 / total)
 
     return {
         "pass": name,
@@ -134,7 +136,7 @@ async def main(args: argparse.Namespace) -> None:
                         return mongo.uri(f"bench_{name}_{uuid.uuid4().hex[:6]}")
                     return str(root / name / "butler.sqlite3")
 
-                passes = [("single", 1, [])] + [
+                passes: list[tuple[str, int, list[str]]] = [("single", 1, [])] + [
                     (f"broker-{n}", n, list(cluster.urls)) for n in counts
                 ]
                 for name, workers, broker in passes:

@@ -59,7 +59,7 @@ def update_handler(intake: Intake, metrics: BrokerMetrics) -> Handler:
 async def open_partition_log(settings: Settings) -> PartitionLog:
     """The NATS JetStream log of `BUTLER_BROKER_URL`."""
     # Built on the `nats` branch; the ignore goes once both are merged.
-    from adapters.broker.nats import (  # type: ignore[import-untyped,import-not-found,unused-ignore]
+    from adapters.broker.nats import (
         NatsPartitionLog,
     )
 

@@ -182,7 +182,7 @@ async def effects(store: Store, users: Sequence[str]) -> Effects:
     replies: dict[str, int] = {}
     for user_id in users:
         events = await conversation(store, user_id)
-        messages[user_id] = [e.text for e in events if e.role == "user"]
+        messages[user_id] = [e.content for e in events if e.role == "user"]
         for event in events:
             if event.role == "user":
                 replies.setdefault(event.id, 0)
