@@ -42,6 +42,10 @@ class PartitionObserver(Protocol):
 
     def rebalance(self) -> None: ...
 
+    def workers(self, count: int) -> None:
+        """How many workers are live (this one included), after each round."""
+        ...
+
 
 class NoPartitionObserver:
     def owned(self, count: int) -> None:
@@ -54,6 +58,9 @@ class NoPartitionObserver:
         pass
 
     def rebalance(self) -> None:
+        pass
+
+    def workers(self, count: int) -> None:
         pass
 
 
@@ -213,6 +220,7 @@ class PartitionOwner:
         live = await self._store.leases(WORKER_PREFIX, now=now)
         owners = sorted({lease.owner for lease in live} | {self.owner})
         self._workers = len(owners)
+        self._observer.workers(self._workers)
         self._rank_among = owners.index(self.owner)
         share = self.fair_share()
         if len(self._owned) > share:

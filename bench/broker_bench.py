@@ -17,7 +17,7 @@ door, the workers (summed) and the NATS servers (summed), read from /proc; and t
 load average.
 
     .venv/bin/python -m bench.broker_bench [--users 60] [--per-user 10] [--workers 1,2,3]
-        [--partitions 12] [--model-ms 50] [--store sqlite|mongo]
+        [--partitions 12] [--model-ms 50] [--store sqlite|mongo] [--bot-rate 30]
 """
 
 from __future__ import annotations
@@ -70,7 +70,16 @@ async def one_pass(
     users = [FIRST_USER + i for i in range(args.users)]
     total = args.users * args.per_user
     async with BotApiStandIn() as api:
-        stack = Stack(folder, api, llm, store_uri, broker, partitions=args.partitions, ttl_s=15)
+        stack = Stack(
+            folder,
+            api,
+            llm,
+            store_uri,
+            broker,
+            partitions=args.partitions,
+            ttl_s=15,
+            extra_env={"BUTLER_TELEGRAM_BOT_RATE": str(args.bot_rate)},
+        )
         try:
             procs = [await stack.worker(f"worker-{i}") for i in range(workers)]
             front = await stack.front() if broker else None
@@ -166,6 +175,13 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--model-ms", type=float, default=50.0)
     parser.add_argument("--store", choices=("sqlite", "mongo"), default="sqlite")
     parser.add_argument("--timeout", type=float, default=600.0)
+    parser.add_argument(
+        "--bot-rate",
+        type=int,
+        default=30,
+        help="BUTLER_TELEGRAM_BOT_RATE: the bot-wide send budget every pass shares (Telegram's "
+        "30 caps every deployment alike; a higher one measures what the processes can do)",
+    )
     return parser.parse_args(argv)
 
 

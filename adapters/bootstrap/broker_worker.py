@@ -24,11 +24,40 @@ from engine.ports import Clock, Handler, LeaseStore, PartitionLog
 
 if TYPE_CHECKING:
     from adapters.bootstrap.settings import Settings
+    from adapters.telegram.outbound import Pacer
     from adapters.telegram.service import Intake
 
 log = logging.getLogger(__name__)
 
 LAG_SAMPLE_S = 5.0
+
+
+class SharedBotBudget:
+    """The partition owner's observer (metrics) that also splits the bot-wide send budget:
+    Telegram allows a bot ~30 messages a second however many processes send for it, so each
+    of N live workers spaces its sends N times the one-process interval. One chat is served by
+    one worker at a time, so the per-chat budget stays whole."""
+
+    def __init__(self, metrics: BrokerMetrics, pacer: Pacer) -> None:
+        self._metrics = metrics
+        self._pacer = pacer
+        self._interval_s = pacer.per_bot_s
+
+    def owned(self, count: int) -> None:
+        self._metrics.owned(count)
+
+    def takeover(self) -> None:
+        self._metrics.takeover()
+
+    def renewal(self, outcome: str) -> None:
+        self._metrics.renewal(outcome)
+
+    def rebalance(self) -> None:
+        self._metrics.rebalance()
+
+    def workers(self, count: int) -> None:
+        self._metrics.workers(count)
+        self._pacer.per_bot_s = self._interval_s * max(1, count)
 
 
 def update_handler(intake: Intake, metrics: BrokerMetrics) -> Handler:

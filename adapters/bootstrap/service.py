@@ -197,7 +197,7 @@ async def serve_broker(
             owner=getattr(app.registry.leases.ownership, "owner", None) or process_owner_id(),
             ttl_s=settings.lease_ttl_s,
             handler=broker_worker.update_handler(intake, instruments),
-            observer=instruments,
+            observer=broker_worker.SharedBotBudget(instruments, tg.outbox.pacer),
         )
         view = broker_worker.PartitionsView(owner, app.store, app.clock)
         await stack.enter_async_context(_extras(app, settings, admin=admin, partitions=view))

@@ -165,6 +165,9 @@ VARIABLES: tuple[Variable, ...] = (
        "ahead of it (never dropped); 0 turns the limit off"),
     _v("BUTLER_RATE_LIMIT_BURST", "telegram.rate_burst", _POSITIVE, "10",
        "messages a user may send at once, each its own turn, before the rate applies"),
+    _v("BUTLER_TELEGRAM_BOT_RATE", "telegram.bot_sends_per_s", _POSITIVE, "30",
+       "messages a second the bot sends at most, all chats together (Telegram's limit; raise "
+       "it only with paid broadcasts or your own Bot API server); workers on a broker share it"),
     _v("BUTLER_VOICE_QUOTE_TRANSCRIPT", "telegram.quote_transcript", p.flag, "1",
        "quote the transcript above the reply to a voice note"),
     _v("BUTLER_ADMIN_ADDR", "admin_addr", p.host_port, "127.0.0.1:8377",

@@ -453,6 +453,11 @@ class BrokerMetrics:
             "Updates appended and not yet confirmed, summed over the owned partitions.",
             registry=r,
         )
+        self.live_workers = Gauge(
+            "butler_broker_workers",
+            "Live workers this worker sees (membership leases), itself included.",
+            registry=r,
+        )
         self.updates = Counter(
             "butler_broker_updates",
             "Updates consumed, by outcome (handled, retried: comes again, poisoned: unreadable).",
@@ -475,6 +480,9 @@ class BrokerMetrics:
 
     def rebalance(self) -> None:
         self.rebalances.inc()
+
+    def workers(self, count: int) -> None:
+        self.live_workers.set(count)
 
     def update(self, outcome: str) -> None:
         self.updates.labels(outcome).inc()

@@ -19,3 +19,6 @@ class TelegramSettings:
     rate_burst: int = 10
     quote_transcript: bool = True
     polling_timeout_s: int = 25
+    bot_sends_per_s: int = 30
+    """The bot-wide send budget (Telegram's ~30 a second; more with paid broadcasts or a
+    local Bot API server). Workers on a broker share it."""

@@ -48,7 +48,7 @@ from adapters.telegram.config import TelegramSettings
 from adapters.telegram.handlers import FrontDoor, build_router
 from adapters.telegram.intake import RateLimiter, SeenUpdates
 from adapters.telegram.metrics import TelegramMetrics
-from adapters.telegram.outbound import Outbox, TelegramSink
+from adapters.telegram.outbound import Outbox, Pacer, TelegramSink
 from adapters.telegram.updates import (
     Poisoned,
     RawGetUpdates,
@@ -374,7 +374,7 @@ async def connect(
     except TokenValidationError as exc:
         raise TelegramUnavailable(f"BUTLER_TELEGRAM_TOKEN is malformed: {exc}") from None
     instruments = TelegramMetrics(metrics)
-    outbox = Outbox(bot, instruments)
+    outbox = Outbox(bot, instruments, pacer=Pacer(per_bot_s=1 / tg.bot_sends_per_s))
     typing = Typing(outbox, instruments)
     sink = TelegramSink(outbox, typing, instruments, quote_transcript=tg.quote_transcript)
     try:
