@@ -264,8 +264,7 @@ class PartitionOwner:
         # One read of who holds what, then an acquire only where nobody does: a round of
         # failed acquires per held partition costs a slow store seconds and delays takeovers.
         held = {
-            lease.key
-            for lease in await self._store.leases(PARTITION_PREFIX, now=self._clock.now())
+            lease.key for lease in await self._store.leases(PARTITION_PREFIX, now=self._clock.now())
         }
         for partition in sorted(range(self.partitions), key=self._rank):
             if len(self._owned) >= share:

@@ -69,7 +69,9 @@ async def one_pass(
 ) -> dict[str, object]:
     users = [FIRST_USER + i for i in range(args.users)]
     total = args.users * args.per_user
-    async with BotApiStandIn() as api:
+    # Update ids grow across passes, as Telegram's do: the stream's duplicate window would
+    # drop a pass's updates that reuse the ids of the pass before.
+    async with BotApiStandIn(first_update_id=args.first_update_id) as api:
         stack = Stack(
             folder,
             api,
@@ -148,7 +150,8 @@ async def main(args: argparse.Namespace) -> None:
                 passes: list[tuple[str, int, list[str]]] = [("single", 1, [])] + [
                     (f"broker-{n}", n, list(cluster.urls)) for n in counts
                 ]
-                for name, workers, broker in passes:
+                for index, (name, workers, broker) in enumerate(passes):
+                    args.first_update_id = 1 + index * 1_000_000
                     result = await one_pass(
                         name,
                         root / name,

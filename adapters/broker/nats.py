@@ -167,8 +167,11 @@ class NatsPartitionLog:
         async with _mapped("take over"):
             with contextlib.suppress(nats.js.errors.NotFoundError):
                 info = await self._js.consumer_info(self.stream, name)
-                start = (info.ack_floor.stream_seq if info.ack_floor else 0) or 0
-                start += 1
+                floor = (info.ack_floor.stream_seq if info.ack_floor else 0) or 0
+                # A consumer that confirmed nothing yet reports a floor of 0: it starts where
+                # it was created to start, not at the stream's first message (a replay).
+                began = (info.config.opt_start_seq if info.config else None) or 1
+                start = max(floor + 1, began)
                 await self._js.delete_consumer(self.stream, name)
             created = await self._js.add_consumer(
                 self.stream,

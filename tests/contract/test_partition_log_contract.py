@@ -183,3 +183,26 @@ async def until_lag(log: PartitionLog, partition: int, expected: int) -> None:
     async with asyncio.timeout(10):
         while await log.lag(partition) != expected:  # noqa: ASYNC110 - polls the broker, with a deadline
             await asyncio.sleep(0.02)  # noqa: TID251 - polls the lag, with a deadline
+
+
+async def test_take_overs_with_nothing_new_between_them_replay_nothing(log: PartitionLog) -> None:
+    # Confirmed by a first consumer; then two take-overs that see no update (a rebalance
+    # and another): the third consumer gets only what came after, not the stream again.
+    for i, payload in enumerate([b"a", b"b"]):
+        await log.publish(3, 500 + i, payload)
+    first = Recorder()
+    task, holding = await consuming(log, 3, first)
+    await until(lambda: len(first.seen) == 2, "the first two")
+    await stop(task, holding)
+    idle = Recorder()
+    for _ in range(2):
+        task, holding = await consuming(log, 3, idle)
+        await asyncio.sleep(0.5)  # noqa: TID251 - lets the consumer take over and fetch idly
+        await stop(task, holding)
+    await log.publish(3, 502, b"c")
+    last = Recorder()
+    task, holding = await consuming(log, 3, last)
+    await until(lambda: len(last.seen) >= 1, "the new update")
+    await stop(task, holding)
+    assert idle.seen == []
+    assert last.seen == [b"c"]

@@ -36,7 +36,10 @@ class BotApiStandIn:
     hold_confirmations: bool = False
     """While set, offsets hide confirmed updates from the poller but do not drop them, as if
     the confirmation never reached Telegram: a process started later gets them again."""
-    _ids: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
+    first_update_id: int = 1
+    """Telegram's update ids only grow: a second stand-in after a first (a benchmark's next
+    pass on one stream) starts above the first's."""
+    _ids: itertools.count[int] = field(init=False)
     _changed: asyncio.Condition = field(default_factory=asyncio.Condition)
     _runner: web.AppRunner | None = None
     port: int = 0
@@ -44,6 +47,9 @@ class BotApiStandIn:
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
+
+    def __post_init__(self) -> None:
+        self._ids = itertools.count(self.first_update_id)
 
     async def start(self) -> None:
         app = web.Application()
