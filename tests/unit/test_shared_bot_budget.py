@@ -4,8 +4,6 @@ one-process interval, and takes its whole share back when the others are gone.""
 
 from __future__ import annotations
 
-import asyncio
-
 import pytest
 from prometheus_client import CollectorRegistry
 
@@ -64,4 +62,3 @@ async def test_each_of_n_workers_sends_at_most_its_share_of_the_bots_budget() ->
     finally:
         for o in owners:
             await o.stop()
-        await asyncio.sleep(0)  # noqa: TID251 - lets the cancelled consumers finish
