@@ -8,7 +8,7 @@ import asyncio
 import contextlib
 import logging
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from types import TracebackType
@@ -81,6 +81,7 @@ class _Owned:
 
 
 BACKOFF_MIN_S = 0.5
+WAKE_AFTER_EXPIRY = timedelta(milliseconds=50)
 BACKOFF_MAX_S = 5.0
 
 
@@ -116,8 +117,10 @@ class PartitionOwner:
         self._owned: dict[int, _Owned] = {}
         self._member: Lease | None = None
         self._workers = 1
+        self._live: set[str] = {owner}
         self._rank_among = 0
         self._loop: asyncio.Task[None] | None = None
+        self._wake_at: datetime | None = None
         self._offset = zlib.crc32(owner.encode()) % log.partitions
 
     # -- views ---------------------------------------------------------------------------------
@@ -196,9 +199,20 @@ class PartitionOwner:
             await self._drop(partition, release=False)
         self._member = None
 
+    def next_round_in(self, started: datetime) -> float:
+        """Seconds until the next round: a third of the time to live after `started` (the
+        rate does not drift by how long a round took), or just after the soonest expiry of a
+        lease a dead worker left, so its partitions are taken over as soon as they are free."""
+        due = started + timedelta(seconds=self.ttl_s / 3)
+        if self._wake_at is not None and self._wake_at < due:
+            due = self._wake_at + WAKE_AFTER_EXPIRY
+        return max(0.0, (due - self._clock.now()).total_seconds())
+
     async def _rounds(self) -> None:
+        started = self._clock.now()
         while True:
-            await asyncio.sleep(self.ttl_s / 3)  # noqa: TID251 - a periodic job
+            await asyncio.sleep(self.next_round_in(started))  # noqa: TID251 - a periodic job
+            started = self._clock.now()
             try:
                 await self.round()
             except StoreUnavailable:
@@ -215,10 +229,24 @@ class PartitionOwner:
             StoreUnavailable: the store did not answer (leases keep until they expire).
         """
         now = self._clock.now()
-        await self._join(now)
-        await self._renew(now)
-        live = await self._store.leases(WORKER_PREFIX, now=now)
+        self._wake_at = None
+        # Independent calls, sent together: a round costs a slow store one round trip here.
+        joined, renewed, members = await asyncio.gather(
+            self._join(now),
+            self._renew(now),
+            self._store.leases(WORKER_PREFIX, now=now),
+            return_exceptions=True,
+        )
+        for outcome in (joined, renewed):
+            if isinstance(outcome, BaseException):
+                raise outcome
+        if isinstance(members, BaseException):
+            raise members
+        live = members
         owners = sorted({lease.owner for lease in live} | {self.owner})
+        self._live = set(owners)
+        # A worker that stops renewing is gone when its membership runs out: wake then.
+        self._expect(lease.expires_at for lease in live if lease.owner != self.owner)
         self._workers = len(owners)
         self._observer.workers(self._workers)
         self._rank_among = owners.index(self.owner)
@@ -256,6 +284,12 @@ class PartitionOwner:
                 self._observer.renewal("ok")
                 self._owned[partition].lease = lease
 
+    def _expect(self, expiries: Iterable[datetime]) -> None:
+        """Remember the soonest of `expiries` (a lease that may be free then) for the next round."""
+        for expires_at in expiries:
+            if self._wake_at is None or expires_at < self._wake_at:
+                self._wake_at = expires_at
+
     def _rank(self, partition: int) -> int:
         """Where `partition` comes in this worker's claiming order (spreads workers)."""
         return (partition - self._offset) % self.partitions
@@ -263,28 +297,43 @@ class PartitionOwner:
     async def _claim(self, share: int) -> None:
         # One read of who holds what, then an acquire only where nobody does: a round of
         # failed acquires per held partition costs a slow store seconds and delays takeovers.
-        held = {
-            lease.key for lease in await self._store.leases(PARTITION_PREFIX, now=self._clock.now())
-        }
-        for partition in sorted(range(self.partitions), key=self._rank):
-            if len(self._owned) >= share:
-                return
-            if partition in self._owned or partition_key(partition) in held:
-                continue
-            try:
-                lease = await self._store.acquire_lease(
-                    partition_key(partition),
-                    self.owner,
-                    ttl_s=self.ttl_s,
-                    now=self._clock.now(),
-                )
-            except OwnedElsewhere:
-                continue
-            if lease.taken_from:
-                self._observer.takeover()
-                log.info("partition taken over: partition=%s", partition)
-            task = asyncio.create_task(self._consume(partition), name=f"partition:{partition}")
-            self._owned[partition] = _Owned(lease, task)
+        leases = await self._store.leases(PARTITION_PREFIX, now=self._clock.now())
+        held = {lease.key for lease in leases}
+        # Leases of an owner that is no longer a member free themselves at their expiry.
+        self._expect(lease.expires_at for lease in leases if lease.owner not in self._live)
+        free = [
+            p
+            for p in sorted(range(self.partitions), key=self._rank)
+            if p not in self._owned and partition_key(p) not in held
+        ]
+        # The acquires of one batch go out together: a takeover costs one store round trip,
+        # not one per partition. One that another worker won first is skipped for the next.
+        while free and len(self._owned) < share:
+            batch, free = free[: share - len(self._owned)], free[share - len(self._owned) :]
+            now = self._clock.now()
+            results = await asyncio.gather(
+                *(
+                    self._store.acquire_lease(
+                        partition_key(p), self.owner, ttl_s=self.ttl_s, now=now
+                    )
+                    for p in batch
+                ),
+                return_exceptions=True,
+            )
+            failure: BaseException | None = None
+            for partition, result in zip(batch, results, strict=True):
+                if isinstance(result, OwnedElsewhere):
+                    continue
+                if isinstance(result, BaseException):
+                    failure = failure or result
+                    continue
+                if result.taken_from:
+                    self._observer.takeover()
+                    log.info("partition taken over: partition=%s", partition)
+                task = asyncio.create_task(self._consume(partition), name=f"partition:{partition}")
+                self._owned[partition] = _Owned(result, task)
+            if failure is not None:
+                raise failure
 
     async def _drop(self, partition: int, *, release: bool) -> None:
         """Stop the partition's consumer (awaiting its end), then free its lease if asked."""

@@ -32,8 +32,11 @@ import time
 import uuid
 from pathlib import Path
 
+from adapters.storage.mongo import MongoStore
+from adapters.storage.sqlite import SqliteStore
+from engine.ports import Store
 from tests.support.bot_api_server import BotApiStandIn
-from tests.support.broker_stack import Stack, cpu_seconds
+from tests.support.broker_stack import Stack, cpu_seconds, owner_pid, partition_owners
 from tests.support.nats_cluster import NatsCluster
 from tests.support.openai_server import OpenAIServer
 from tests.support.secantus import SecantusServer
@@ -54,6 +57,26 @@ def nats_pids(folder: Path) -> list[int]:
         if "nats-server" in command and str(folder) in command:
             pids.append(int(entry.name))
     return pids
+
+
+async def spread(store_uri: str, pids: set[int], partitions: int) -> None:
+    """Wait until every partition is owned and every worker owns some (a minute at most)."""
+    store: Store = (
+        await MongoStore.open(store_uri)
+        if store_uri.startswith("mongodb")
+        else await SqliteStore.open(store_uri)
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            owners = await partition_owners(store)
+            if len(owners) == partitions and {owner_pid(o) for o in owners.values()} == pids:
+                return
+            if time.monotonic() > deadline:
+                raise SystemExit(f"partitions did not spread over {len(pids)} workers in 60 s")
+            await asyncio.sleep(0.25)  # noqa: TID251 - polls the store, with a deadline
+    finally:
+        await store.close()
 
 
 async def one_pass(
@@ -86,7 +109,7 @@ async def one_pass(
             procs = [await stack.worker(f"worker-{i}") for i in range(workers)]
             front = await stack.front() if broker else None
             if broker:
-                await asyncio.sleep(3 * 15 / 3)  # noqa: TID251 - a benchmark: let partitions spread
+                await spread(store_uri, {p.pid for p in procs}, args.partitions)
             brokers = nats_pids(nats_folder) if nats_folder else []
             cpu_before: dict[int, float] = {
                 p.pid: p.cpu() for p in [*procs, *([front] if front else [])]

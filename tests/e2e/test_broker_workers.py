@@ -14,6 +14,7 @@ import asyncio
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -30,7 +31,10 @@ pytestmark = [pytest.mark.anyio, pytest.mark.slow]
 USERS = 200
 PER_USER = 10
 PARTITIONS = 12
-TTL_S = 3.0
+# The default is 15 s. Ten still shows a takeover within the time to live, and leaves two
+# loaded cores (three workers, three NATS nodes, the store, the stand-ins) room to renew: at
+# 3 s, user leases ran out mid-turn for want of CPU, and a takeover took 5 s after expiry.
+TTL_S = 10.0
 FIRST_USER = 7_000_000
 
 
@@ -102,6 +106,14 @@ async def test_a_worker_killed_mid_stream_loses_nothing_and_answers_nothing_twic
             killed_at = time.monotonic()
             await victim.proc.wait()
             survivors = pids - {victim.pid}
+            # What the victim held when it died, and when that runs out (it renews no more).
+            left = [
+                lease
+                for prefix in ("worker:", "partition:")
+                for lease in await store.leases(prefix, now=datetime.now(UTC))
+                if owner_pid(lease.owner) == victim.pid
+            ]
+            runs_out = max(lease.expires_at for lease in left)
 
             async def served_again() -> bool:
                 owners = await partition_owners(store)
@@ -112,6 +124,7 @@ async def test_a_worker_killed_mid_stream_loses_nothing_and_answers_nothing_twic
 
             await until(served_again, "the victim's partitions to be served again", 30)
             moved_after = time.monotonic() - killed_at
+            after_expiry = (datetime.now(UTC) - runs_out).total_seconds()
 
             async def all_answered() -> bool:
                 found = await effects(store, user_ids)
@@ -126,11 +139,11 @@ async def test_a_worker_killed_mid_stream_loses_nothing_and_answers_nothing_twic
             assert found.stored == total
             twice = {m: n for m, n in found.replies.items() if n != 1}
             assert not twice, f"messages answered other than once: {len(twice)}"
-            # The victim's leases run out at most a TTL after its last renewal; each survivor
-            # notices at its next round (a third of the TTL apart) and claims. A round is a
-            # few store calls, which the Python MongoDB-protocol server answers slowly while
-            # three workers write: measured 7.3 s here on 2 loaded cores with a 3 s TTL.
-            assert moved_after <= 2 * TTL_S + 3.0, moved_after
+            # The victim's leases run out at most a TTL after its last renewal (so after the
+            # kill); the survivors wake just after that and claim: the partitions are served
+            # again within a TTL of the leases running out, so within two of the kill.
+            print(f"moved {moved_after:.1f} s after the kill, {after_expiry:.1f} s after expiry")
+            assert after_expiry <= TTL_S, (moved_after, after_expiry)
 
             # Telegram sends an update again after the stream's duplicate window: another
             # update id, the same message. The store's origin key recognises it.

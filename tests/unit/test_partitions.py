@@ -192,3 +192,42 @@ async def test_a_joining_worker_gets_its_share_and_order_holds() -> None:
         # Handled in order; a repeat (taken over mid-handling) only ever repeats the last one.
         firsts = [s for i, s in enumerate(seqs) if s not in seqs[:i]]
         assert firsts == list(range(10)), user
+
+
+async def test_the_next_round_comes_just_after_a_dead_workers_lease_runs_out() -> None:
+    from tests.fakes import ManualClock
+
+    clock = ManualClock()
+    log, store, recorder = MemoryPartitionLog(PARTITIONS), MemoryStore(), Recorder()
+    ttl = 30.0
+
+    def on(name: str) -> PartitionOwner:
+        return PartitionOwner(
+            log=log,
+            leases=store,
+            clock=clock,
+            owner=name,
+            ttl_s=ttl,
+            handler=recorder.handler(name, log),
+        )
+
+    a, b = on("a"), on("b")
+    try:
+        for owner in (a, b, a, b):  # a takes all, b joins, a hands back 8, b claims them
+            await owner.round()
+        assert len(a.owned()) == len(b.owned()) == 8  # then b stops renewing: it died
+        started = clock.now()
+        assert a.next_round_in(started) == pytest.approx(ttl / 3)  # b's leases: 30 s left
+        clock.advance(25)
+        started = clock.now()
+        await a.round()
+        # b's membership runs out 5 s from now, before the periodic round 10 s from now.
+        assert a.next_round_in(started) == pytest.approx(5.05)
+        clock.advance(5.05)
+        started = clock.now()
+        await a.round()
+        assert a.owned() == list(range(PARTITIONS))
+        assert a.next_round_in(started) == pytest.approx(ttl / 3)
+    finally:
+        await a.abandon()
+        await b.abandon()
