@@ -58,6 +58,9 @@ def _redacted(url: str) -> str:
     return re.sub(r"//[^@/]*@", "//", url)
 
 
+NO_RESPONDER_RETRY_S = 0.05
+
+
 class NatsPartitionLog:
     """The partition log on a JetStream stream; see the module docstring for the layout."""
 
@@ -84,6 +87,7 @@ class NatsPartitionLog:
         self.retry_after_s = retry_after_s
         self.idle_fetch_s = idle_fetch_s
         self.publish_timeout_s = 5.0
+        self.verify_every_s = 1.0
 
     @classmethod
     async def connect(
@@ -150,15 +154,25 @@ class NatsPartitionLog:
     async def publish_checked(self, partition: int, update_id: int, payload: bytes) -> bool:
         """`publish`, saying whether the stream already held `update_id` (a duplicate)."""
         self._check(partition)
+        timeout = min(self._ack_wait_s, self.publish_timeout_s)
+        deadline = asyncio.get_running_loop().time() + timeout
         async with _mapped("publish"):
-            ack = await self._js.publish(
-                f"{self.subjects}.{partition}",
-                payload,
-                stream=self.stream,
-                headers={"Nats-Msg-Id": str(update_id)},
-                timeout=min(self._ack_wait_s, self.publish_timeout_s),
-            )
-        return bool(ack.duplicate)
+            while True:
+                try:
+                    ack = await self._js.publish(
+                        f"{self.subjects}.{partition}",
+                        payload,
+                        stream=self.stream,
+                        headers={"Nats-Msg-Id": str(update_id)},
+                        timeout=timeout,
+                    )
+                    return bool(ack.duplicate)
+                except nats.js.errors.NoStreamResponseError:
+                    # Nobody took it (a stream just made, or electing a leader after a node's
+                    # loss): nothing was stored, so it is safe to send again until the deadline.
+                    if asyncio.get_running_loop().time() + NO_RESPONDER_RETRY_S > deadline:
+                        raise
+                    await asyncio.sleep(NO_RESPONDER_RETRY_S)  # noqa: TID251 - a retry, with a deadline
 
     async def _take_over(self, partition: int) -> datetime | None:
         """Recreate `part-<n>` from its ack floor; returns the new consumer's creation time."""
@@ -236,10 +250,17 @@ class NatsPartitionLog:
         suspect: list[bool],
     ) -> None:
         last_seq = 0
+        clock = asyncio.get_running_loop().time
+        verify_at = clock()
         while holding():
-            suspect[0] = False
-            if not await self._still_ours(partition, created):
-                return  # taken over by a later consume, here or elsewhere
+            # Taken over by a later consume, here or elsewhere? Asked of the server when the
+            # deletion advisory came, and once a `verify_every_s` besides (an advisory can be
+            # lost): a consumer-info request per fetch doubled the broker's work per update.
+            if suspect[0] or clock() >= verify_at:
+                suspect[0] = False
+                if not await self._still_ours(partition, created):
+                    return
+                verify_at = clock() + self.verify_every_s
             async with _mapped("fetch"):
                 try:
                     msgs = await sub.fetch(self._batch, timeout=self.idle_fetch_s)
