@@ -17,6 +17,7 @@ from adapters.broker.memory import MemoryPartitionLog
 from adapters.storage.memory import MemoryStore
 from engine.partitions import partition_of
 from engine.ports import Handler
+from tests.fakes import ManualClock
 
 pytestmark = pytest.mark.anyio
 
@@ -195,8 +196,6 @@ async def test_a_joining_worker_gets_its_share_and_order_holds() -> None:
 
 
 async def test_the_next_round_comes_just_after_a_dead_workers_lease_runs_out() -> None:
-    from tests.fakes import ManualClock
-
     clock = ManualClock()
     log, store, recorder = MemoryPartitionLog(PARTITIONS), MemoryStore(), Recorder()
     ttl = 30.0
