@@ -41,7 +41,7 @@ from adapters.admin.views import (
     usage_json,
 )
 from engine.domain import InvalidProfileError
-from engine.errors import ButlerError, ConfigurationError, StoreUnavailable
+from engine.errors import ButlerError, ConfigurationError, OwnedElsewhere, StoreUnavailable
 from engine.messages import Command, CompressMemory, ResetActor, UpdateProfile
 from engine.ports import Store
 
@@ -137,6 +137,18 @@ async def _stamp(request: web.Request, response: web.StreamResponse) -> None:
 
 def _error(status: int, message: str) -> web.Response:
     return web.json_response({"error": message}, status=status)
+
+
+def _served_elsewhere(exc: OwnedElsewhere) -> web.Response:
+    """409: another Butler process serves the user; change it through that one's admin API."""
+    return web.json_response(
+        {
+            "error": f"another Butler process ({exc.owner}) serves this user",
+            "owner": exc.owner,
+            "until": exc.expires_at.isoformat(),
+        },
+        status=409,
+    )
 
 
 def build_app(
@@ -409,11 +421,26 @@ async def _command(  # noqa: PLR0911 - one return per HTTP outcome reads best
             failure = await done
     except TimeoutError:
         return _error(504, "the actor did not handle the command in time")
+    except OwnedElsewhere as exc:
+        return _served_elsewhere(exc)
     except ButlerError as exc:  # store down, shutting down
         return _error(503, type(exc).__name__)
     if failure is not None:
         return _error(500, type(failure).__name__)
     return None
+
+
+async def _erase(app: AdminBackend, user_id: str) -> web.Response:
+    """The one erase path, as /forget: the actor stops, then every record goes."""
+    try:
+        if not await _known(app, user_id):
+            return _error(404, "no such user")
+        await app.registry.erase(user_id)
+    except OwnedElsewhere as exc:
+        return _served_elsewhere(exc)
+    except ButlerError as exc:  # store down, shutting down
+        return _error(503, type(exc).__name__)
+    return web.json_response({"reset": True, "erased": True, "state": "passive"})
 
 
 async def _reset(request: web.Request) -> web.Response:
@@ -423,14 +450,8 @@ async def _reset(request: web.Request) -> web.Response:
     erase = body.get("erase", False)
     if not isinstance(erase, bool):
         return _error(400, "erase must be true or false")
-    if erase:  # the one erase path, as /forget: the actor stops, then every record goes
-        try:
-            if not await _known(app, user_id):
-                return _error(404, "no such user")
-            await app.registry.erase(user_id)
-        except ButlerError as exc:  # store down, shutting down
-            return _error(503, type(exc).__name__)
-        return web.json_response({"reset": True, "erased": True, "state": "passive"})
+    if erase:
+        return await _erase(app, user_id)
     failed = await _command(app, user_id, ResetActor(), wait=True)
     if failed is not None:
         return failed

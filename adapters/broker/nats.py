@@ -38,9 +38,8 @@ RETENTION_S = 7 * 24 * 3600.0
 floor, so many durable consumers can read one stream; a work queue would allow one per subject
 but forbids the recreate-from-floor take-over)."""
 
-STREAM = "_".join(("BUTLER", "UPDATES"))
-"""The stream's default name (spelled in two parts: the settings-table test reads every
-`BUTLER_*` word in the code as an environment variable)."""
+STREAM = "butler_updates"
+"""The stream's default name (NATS names are case-sensitive: `nats stream info butler_updates`)."""
 
 _PARTITIONS = re.compile(r"partitions=(\d+)")
 

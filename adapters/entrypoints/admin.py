@@ -30,6 +30,9 @@ from engine.ports import Store
 EXIT_OWNED_ELSEWHERE = 3
 """Another Butler process serves the user: change it through that process, or after it."""
 
+CONFLICT = 409
+"""The admin API's answer for a user another process serves."""
+
 
 async def main(settings: Settings, args: argparse.Namespace) -> int:
     return await run_admin(settings, args, sys.stdout)
@@ -55,7 +58,7 @@ async def run_admin(settings: Settings, args: argparse.Namespace, out: TextIO) -
         )
     except AdminRequestFailed as exc:
         print(f"butler: {exc}", file=sys.stderr)
-        return 1
+        return EXIT_OWNED_ELSEWHERE if exc.status == CONFLICT else 1
     offline: dict[str, Callable[[], Awaitable[int]]] = {
         "show": lambda: show_from_store(settings, args.user, as_json=args.json, out=out),
         "list": lambda: list_from_store(settings, out=out),

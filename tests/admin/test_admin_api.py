@@ -13,7 +13,9 @@ from typing import Any
 import aiohttp
 import pytest
 
+from actors.ownership import StoreUserLeases
 from adapters.admin.server import check_exposure, serve_admin
+from adapters.bootstrap.clock import SystemClock
 from adapters.bootstrap.service import admin_config
 from adapters.bootstrap.settings import Settings
 from adapters.bootstrap.wiring import Ports, open_app
@@ -192,6 +194,25 @@ async def test_commands_for_unknown_users_are_404(admin: Admin) -> None:
         assert status == 404, path
         assert data == {"error": "no such user"}
     assert admin.app.registry.get("ghost") is None
+
+
+async def test_commands_for_a_user_another_process_serves_are_409(admin: Admin) -> None:
+    admin.store.profiles["fay"] = UserProfile.new("fay", datetime.now(UTC))
+    other = StoreUserLeases(admin.store, SystemClock(), owner="elsewhere:4242:beef", ttl_s=60)
+    await other.claim("fay")
+    for method, path, body in [
+        ("POST", "/admin/actors/fay/reset", None),
+        ("POST", "/admin/actors/fay/reset", {"erase": True}),
+        ("POST", "/admin/actors/fay/compress", None),
+        ("PATCH", "/admin/profiles/fay", {"tone": "formal"}),
+    ]:
+        status, data = await admin.send(method, path, body)
+        assert status == 409, (path, body, data)
+        assert data["owner"] == "elsewhere:4242:beef"
+        assert "another Butler process" in data["error"]
+    assert "fay" in admin.store.profiles  # nothing erased, nothing changed
+    assert admin.store.profiles["fay"].tone != "formal"
+    assert admin.app.registry.get("fay") is None
 
 
 async def test_profile_update_is_validated_and_applied(admin: Admin) -> None:

@@ -13,6 +13,8 @@ from pathlib import Path
 import pytest
 from aiohttp import web
 
+from actors.ownership import StoreUserLeases
+from adapters.bootstrap.clock import SystemClock
 from adapters.bootstrap.settings import Settings
 from adapters.bootstrap.wiring import open_store
 from adapters.entrypoints.admin import run_admin
@@ -72,6 +74,18 @@ async def test_unknown_user_is_reported(admin: Admin, capsys: pytest.CaptureFixt
     code, _ = await run(online(admin), "reset", "ghost")
     assert code == 1
     assert "404" in capsys.readouterr().err
+
+
+async def test_through_the_service_a_user_another_process_serves_is_exit_3(
+    admin: Admin, capsys: pytest.CaptureFixture[str]
+) -> None:
+    admin.store.profiles["fay"] = UserProfile.new("fay", datetime.now(UTC))
+    other = StoreUserLeases(admin.store, SystemClock(), owner="elsewhere:4242:beef", ttl_s=60)
+    await other.claim("fay")
+    code, _ = await run(online(admin), "reset", "fay", "--erase")
+    assert code == 3
+    assert "another Butler process (elsewhere:4242:beef)" in capsys.readouterr().err
+    assert "fay" in admin.store.profiles
 
 
 async def test_invalid_update_is_refused_before_anything_is_sent(
