@@ -87,6 +87,8 @@ class NatsPartitionLog:
         self.idle_fetch_s = idle_fetch_s
         self.publish_timeout_s = 5.0
         self.verify_every_s = 1.0
+        self.publishes_resent = 0
+        """Publishes sent again because no stream took them (tests wait on it)."""
 
     @classmethod
     async def connect(
@@ -171,6 +173,7 @@ class NatsPartitionLog:
                     # loss): nothing was stored, so it is safe to send again until the deadline.
                     if asyncio.get_running_loop().time() + NO_RESPONDER_RETRY_S > deadline:
                         raise
+                    self.publishes_resent += 1
                     await asyncio.sleep(NO_RESPONDER_RETRY_S)  # noqa: TID251 - a retry, with a deadline
 
     async def _take_over(self, partition: int) -> datetime | None:

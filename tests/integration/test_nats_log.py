@@ -1,5 +1,5 @@
 """The NATS partition log against real `nats-server` processes: losing a node of three, a dead
-URL, and a stream made for another partition count."""
+URL, a stream made for another partition count, and a publish that finds no stream yet."""
 
 from __future__ import annotations
 
@@ -10,7 +10,9 @@ import uuid
 from pathlib import Path
 from typing import TypedDict
 
+import nats
 import pytest
+from nats.aio.client import Client
 
 from adapters.broker.nats import NatsPartitionLog
 from engine.errors import BrokerUnavailable, ConfigurationError
@@ -96,3 +98,63 @@ async def test_a_stream_made_for_another_partition_count_is_a_configuration_erro
     with pytest.raises(ConfigurationError, match="BUTLER_BROKER_PARTITIONS=8") as caught:
         await NatsPartitionLog.connect(nats_cluster.urls, partitions=8, **names)
     assert "\n" not in str(caught.value)
+
+
+async def _stream_gone(admin: Client, names: _Names, partition: int) -> None:
+    """Delete the stream and wait until every node knows: a request on the partition's subject
+    is then answered "no responders" at once instead of vanishing into a stream being torn
+    down."""
+    await admin.jetstream().delete_stream(names["stream"])
+    deadline = time.monotonic() + 10.0
+    while True:
+        try:
+            await admin.request(f"{names['subjects']}.{partition}", b"probe", timeout=0.5)
+        except nats.errors.NoRespondersError:
+            return
+        except nats.errors.TimeoutError:
+            pass
+        assert time.monotonic() < deadline, "the deleted stream still takes publishes"
+
+
+async def test_a_publish_no_stream_took_is_sent_again_until_one_does(
+    nats_cluster: NatsCluster,
+) -> None:
+    names = _names()
+    log = await NatsPartitionLog.connect(nats_cluster.urls, partitions=2, **names)
+    admin = await nats.connect(nats_cluster.urls)
+    try:
+        await _stream_gone(admin, names, 1)
+        log.publish_timeout_s = 20.0
+        publish = asyncio.create_task(log.publish(1, 7, b"kept"))
+        deadline = time.monotonic() + 10.0
+        while log.publishes_resent == 0:  # nobody answers for the subject: sent again
+            assert not publish.done(), publish.exception()
+            assert time.monotonic() < deadline, "the publish was never sent again"
+            await asyncio.sleep(0.01)  # noqa: TID251 - polls a condition, with a deadline
+        again = await NatsPartitionLog.connect(nats_cluster.urls, partitions=2, **names)
+        await again.close()  # the stream is back (as a restarted front door makes it)
+        async with asyncio.timeout(15):
+            await publish
+        assert await log.lag(1) == 1
+    finally:
+        await admin.close()
+        await log.close()
+
+
+async def test_a_publish_no_stream_ever_takes_is_broker_unavailable_by_its_timeout(
+    nats_cluster: NatsCluster,
+) -> None:
+    names = _names()
+    log = await NatsPartitionLog.connect(nats_cluster.urls, partitions=2, **names)
+    admin = await nats.connect(nats_cluster.urls)
+    try:
+        await _stream_gone(admin, names, 0)
+        log.publish_timeout_s = 1.0
+        began = time.monotonic()
+        with pytest.raises(BrokerUnavailable, match="publish"):
+            await log.publish(0, 8, b"refused")
+        assert 0.9 < time.monotonic() - began < 5.0
+        assert log.publishes_resent > 0
+    finally:
+        await admin.close()
+        await log.close()
