@@ -36,7 +36,7 @@ from adapters.storage.mongo import MongoStore
 from adapters.storage.sqlite import SqliteStore
 from engine.ports import Store
 from tests.support.bot_api_server import BotApiStandIn
-from tests.support.broker_stack import Stack, cpu_seconds, owner_pid, partition_owners
+from tests.support.broker_stack import Stack, cpu_seconds, spread_over
 from tests.support.nats_cluster import NatsCluster
 from tests.support.openai_server import OpenAIServer
 from tests.support.secantus import SecantusServer
@@ -69,8 +69,7 @@ async def spread(store_uri: str, pids: set[int], partitions: int) -> None:
     try:
         deadline = time.monotonic() + 60
         while True:
-            owners = await partition_owners(store)
-            if len(owners) == partitions and {owner_pid(o) for o in owners.values()} == pids:
+            if await spread_over(store, pids, partitions):
                 return
             if time.monotonic() > deadline:
                 raise SystemExit(f"partitions did not spread over {len(pids)} workers in 60 s")

@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -21,7 +21,14 @@ import pytest
 
 from adapters.storage.mongo import MongoStore
 from tests.support.bot_api_server import BotApiStandIn
-from tests.support.broker_stack import Proc, Stack, effects, owner_pid, partition_owners
+from tests.support.broker_stack import (
+    Proc,
+    Stack,
+    effects,
+    owner_pid,
+    partition_owners,
+    spread_over,
+)
 from tests.support.nats_cluster import NatsCluster
 from tests.support.openai_server import OpenAIServer
 from tests.support.secantus import SecantusServer
@@ -60,9 +67,9 @@ def mongo(tmp_path: Path) -> Iterator[SecantusServer]:
         server.stop()
 
 
-async def until(check: object, what: str, within: float) -> None:
+async def until(check: Callable[[], Awaitable[bool]], what: str, within: float) -> None:
     deadline = time.monotonic() + within
-    while not await check():  # type: ignore[operator]
+    while not await check():
         if time.monotonic() > deadline:
             pytest.fail(f"timed out after {within:.0f} s waiting for {what}")
         await asyncio.sleep(0.25)  # noqa: TID251 - polls the store, with a deadline
@@ -83,12 +90,11 @@ async def test_a_worker_killed_mid_stream_loses_nothing_and_answers_nothing_twic
             workers = [await stack.worker(f"worker-{i}") for i in range(3)]
             pids = {w.pid for w in workers}
 
-            async def spread() -> bool:
-                owners = await partition_owners(store)
-                held = {owner_pid(o) for o in owners.values()}
-                return len(owners) == PARTITIONS and held == pids
-
-            await until(spread, "the partitions to be spread over the three workers", 60)
+            await until(
+                lambda: spread_over(store, pids, PARTITIONS),
+                "the partitions to be spread over the three workers",
+                60,
+            )
             await stack.front()
             first_message: dict[int, int] = {}  # the stand-in's message id is the update id
             for k in range(PER_USER):

@@ -201,3 +201,9 @@ async def partition_owners(store: Store) -> dict[int, str]:
 def owner_pid(owner: str) -> int:
     """The pid inside an owner id `<host>:<pid>:<random>`."""
     return int(owner.rsplit(":", 2)[1])
+
+
+async def spread_over(store: Store, pids: set[int], partitions: int) -> bool:
+    """Every partition owned, and each of the workers `pids` (and no other) owns some."""
+    owners = await partition_owners(store)
+    return len(owners) == partitions and {owner_pid(o) for o in owners.values()} == pids
