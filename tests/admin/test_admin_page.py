@@ -14,7 +14,7 @@ import aiohttp
 import pytest
 from opentelemetry import trace
 from opentelemetry.sdk.trace import TracerProvider
-from playwright.async_api import async_playwright, expect
+from playwright.async_api import Page, async_playwright, expect
 
 from adapters.admin.server import serve_admin
 from adapters.bootstrap import wiring
@@ -107,6 +107,42 @@ async def traced_admin(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Async
     provider.shutdown()
 
 
+Box = tuple[float, float, float, float]
+
+_BOXES = """() => {
+  const svg = document.getElementById("diagram");
+  const box = e => {
+    const b = e.getBoundingClientRect();
+    return [b.left, b.top, b.right, b.bottom];
+  };
+  return { frame: box(svg), labels: [...svg.querySelectorAll("text.edge-label")].map(box),
+    states: [...svg.querySelectorAll("g[data-state] rect")].map(box) };
+}"""
+
+
+def _apart(a: Box, b: Box) -> bool:
+    return a[2] <= b[0] or b[2] <= a[0] or a[3] <= b[1] or b[3] <= a[1]
+
+
+def _inside(a: Box, frame: Box) -> bool:
+    return frame[0] <= a[0] and a[2] <= frame[2] and frame[1] <= a[1] and a[3] <= frame[3]
+
+
+async def assert_legible(page: Page) -> None:
+    """No edge label covers another, or a state, or runs out of the diagram."""
+    found = await page.evaluate(_BOXES)
+    frame: Box = tuple(found["frame"])
+    labels: list[Box] = [tuple(b) for b in found["labels"]]
+    states: list[Box] = [tuple(b) for b in found["states"]]
+    assert len(labels) >= 10
+    for i, label in enumerate(labels):
+        assert _inside(label, frame), (label, frame)
+        for other in labels[i + 1 :]:
+            assert _apart(label, other), (label, other)
+        for state in states:
+            assert _apart(label, state), (label, state)
+
+
 async def test_user_page_and_machine_diagram(traced_admin: Admin, tmp_path: Path) -> None:
     admin = traced_admin
     chromium = require("chromium")
@@ -137,6 +173,7 @@ async def test_user_page_and_machine_diagram(traced_admin: Admin, tmp_path: Path
                 '#diagram g[data-state="compressing"] rect'
             ).get_attribute("fill")
             assert idle_fill != empty_fill  # coloured by how many actors are in it
+            await assert_legible(page)
             diagram = await page.locator("#diagram").screenshot(path=str(shots / "machine.png"))
             painted = colours(diagram)
             assert _rgb(idle_fill) in painted  # the busy state's colour is on screen
