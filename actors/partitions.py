@@ -309,7 +309,8 @@ class PartitionOwner:
         # The acquires of one batch go out together: a takeover costs one store round trip,
         # not one per partition. One that another worker won first is skipped for the next.
         while free and len(self._owned) < share:
-            batch, free = free[: share - len(self._owned)], free[share - len(self._owned) :]
+            wanted = share - len(self._owned)
+            batch, free = free[:wanted], free[wanted:]
             now = self._clock.now()
             results = await asyncio.gather(
                 *(
