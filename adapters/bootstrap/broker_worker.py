@@ -24,8 +24,8 @@ from engine.ports import Clock, Handler, LeaseStore, PartitionLog
 
 if TYPE_CHECKING:
     from adapters.bootstrap.settings import Settings
+    from adapters.telegram.dispatch import Intake
     from adapters.telegram.outbound import Pacer
-    from adapters.telegram.service import Intake
 
 log = logging.getLogger(__name__)
 

@@ -27,7 +27,8 @@ from adapters.bootstrap.settings import Settings
 from adapters.broker.kv_lease import KvLease
 from adapters.broker.nats import NatsPartitionLog
 from adapters.telegram.relay import FrontMetrics, Relay, poll_and_relay, relay_webhook_app
-from adapters.telegram.service import TelegramUnavailable, make_session, run_webhook
+from adapters.telegram.service import TelegramUnavailable, make_session
+from adapters.telegram.webhook import run_webhook
 from engine.errors import BrokerUnavailable, ConfigurationError
 
 log = logging.getLogger(__name__)

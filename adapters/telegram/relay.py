@@ -19,8 +19,8 @@ from aiogram.exceptions import TelegramConflictError, TelegramUnauthorizedError
 from aiohttp import web
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-from adapters.telegram.service import ALLOWED_UPDATES, TelegramUnavailable
-from adapters.telegram.updates import RawGetUpdates, update_id_of
+from adapters.telegram.polling import TelegramUnavailable
+from adapters.telegram.updates import ALLOWED_UPDATES, RawGetUpdates, update_id_of
 from engine.errors import BrokerUnavailable
 from engine.partitions import partition_of
 

@@ -15,6 +15,7 @@ from typing import Any
 from aiogram import Bot
 from aiogram.methods import GetUpdates
 from aiogram.types import Update
+from aiogram.types.update import UpdateTypeLookupError
 from pydantic import ValidationError
 
 _SURROGATE = re.compile("[\ud800-\udfff]")
@@ -96,3 +97,21 @@ def _places(raw: Any) -> str:
     return (
         ",".join(sorted(str(key) for key in raw)) if isinstance(raw, dict) else type(raw).__name__
     )
+
+
+ALLOWED_UPDATES = ["message", "edited_message", "callback_query"]
+"""The kinds of update Butler asks Telegram for (getUpdates and setWebhook)."""
+
+
+def update_kind(update: Update) -> str:
+    """The update's kind; "unknown" for one of no kind aiogram knows (`{"update_id": N}`)."""
+    try:
+        return update.event_type
+    except UpdateTypeLookupError:
+        return "unknown"
+
+
+def update_sender(update: Update) -> int | None:
+    event = update.message or update.edited_message or update.callback_query
+    user = getattr(event, "from_user", None)
+    return user.id if user is not None else None

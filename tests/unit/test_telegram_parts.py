@@ -20,12 +20,14 @@ from prometheus_client import CollectorRegistry
 
 from adapters.bootstrap.settings import Settings, SettingsError
 from adapters.telegram.chat_actions import Typing
+from adapters.telegram.dispatch import Intake
 from adapters.telegram.intake import BoundedMap, RateLimiter, SeenUpdates
 from adapters.telegram.metrics import TelegramMetrics
 from adapters.telegram.outbound import Outbox, Pacer, TelegramSink, chat_of, user_of
-from adapters.telegram.service import Intake, poll, webhook_app
+from adapters.telegram.polling import poll
 from adapters.telegram.split import split_message, utf16_len
 from adapters.telegram.texts import language_of
+from adapters.telegram.webhook import webhook_app
 from engine.errors import StoreUnavailable
 from engine.ports import OutgoingReply
 

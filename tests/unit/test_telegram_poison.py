@@ -12,9 +12,11 @@ from aiogram.types import Update
 from aiohttp.test_utils import TestClient, TestServer
 from prometheus_client import CollectorRegistry
 
+from adapters.telegram.dispatch import Intake
 from adapters.telegram.metrics import TelegramMetrics
-from adapters.telegram.service import Intake, poll, webhook_app
+from adapters.telegram.polling import poll
 from adapters.telegram.updates import RawGetUpdates, scrub
+from adapters.telegram.webhook import webhook_app
 from engine.errors import StoreUnavailable
 
 pytestmark = pytest.mark.anyio

@@ -18,11 +18,11 @@ from prometheus_client import CollectorRegistry
 from adapters.bootstrap.settings import Settings
 from adapters.bootstrap.wiring import App, Ports, open_app
 from adapters.telegram.chat_actions import Typing
+from adapters.telegram.dispatch import Intake
 from adapters.telegram.handlers import FrontDoor, build_router
 from adapters.telegram.intake import RateLimiter
 from adapters.telegram.metrics import TelegramMetrics
 from adapters.telegram.outbound import Outbox, TelegramSink
-from adapters.telegram.service import Intake
 from adapters.telegram.texts import text as tg_text
 from engine.errors import StoreUnavailable
 from engine.persona import variants
