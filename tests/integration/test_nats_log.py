@@ -7,12 +7,13 @@ import asyncio
 import socket
 import time
 import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import TypedDict
 
 import nats
 import pytest
-from nats.aio.client import Client
 
 from adapters.broker.nats import NatsPartitionLog
 from engine.errors import BrokerUnavailable, ConfigurationError
@@ -100,30 +101,37 @@ async def test_a_stream_made_for_another_partition_count_is_a_configuration_erro
     assert "\n" not in str(caught.value)
 
 
-async def _stream_gone(admin: Client, names: _Names, partition: int) -> None:
-    """Delete the stream and wait until every node knows: a request on the partition's subject
-    is then answered "no responders" at once instead of vanishing into a stream being torn
-    down."""
-    await admin.jetstream().delete_stream(names["stream"])
-    deadline = time.monotonic() + 10.0
-    while True:
-        try:
-            await admin.request(f"{names['subjects']}.{partition}", b"probe", timeout=0.5)
-        except nats.errors.NoRespondersError:
-            return
-        except nats.errors.TimeoutError:
-            pass
-        assert time.monotonic() < deadline, "the deleted stream still takes publishes"
+@asynccontextmanager
+async def _log_without_its_stream(
+    cluster: NatsCluster, partition: int
+) -> AsyncIterator[tuple[NatsPartitionLog, _Names]]:
+    """A connected log whose stream was then deleted, once every node knows it: a request on
+    the partition's subject is answered "no responders" at once instead of vanishing into a
+    stream being torn down."""
+    names = _names()
+    log = await NatsPartitionLog.connect(cluster.urls, partitions=2, **names)
+    admin = await nats.connect(cluster.urls)
+    try:
+        await admin.jetstream().delete_stream(names["stream"])
+        deadline = time.monotonic() + 10.0
+        while True:
+            try:
+                await admin.request(f"{names['subjects']}.{partition}", b"probe", timeout=0.5)
+            except nats.errors.NoRespondersError:
+                break
+            except nats.errors.TimeoutError:
+                pass
+            assert time.monotonic() < deadline, "the deleted stream still takes publishes"
+        yield log, names
+    finally:
+        await admin.close()
+        await log.close()
 
 
 async def test_a_publish_no_stream_took_is_sent_again_until_one_does(
     nats_cluster: NatsCluster,
 ) -> None:
-    names = _names()
-    log = await NatsPartitionLog.connect(nats_cluster.urls, partitions=2, **names)
-    admin = await nats.connect(nats_cluster.urls)
-    try:
-        await _stream_gone(admin, names, 1)
+    async with _log_without_its_stream(nats_cluster, 1) as (log, names):
         log.publish_timeout_s = 20.0
         publish = asyncio.create_task(log.publish(1, 7, b"kept"))
         deadline = time.monotonic() + 10.0
@@ -136,25 +144,15 @@ async def test_a_publish_no_stream_took_is_sent_again_until_one_does(
         async with asyncio.timeout(15):
             await publish
         assert await log.lag(1) == 1
-    finally:
-        await admin.close()
-        await log.close()
 
 
 async def test_a_publish_no_stream_ever_takes_is_broker_unavailable_by_its_timeout(
     nats_cluster: NatsCluster,
 ) -> None:
-    names = _names()
-    log = await NatsPartitionLog.connect(nats_cluster.urls, partitions=2, **names)
-    admin = await nats.connect(nats_cluster.urls)
-    try:
-        await _stream_gone(admin, names, 0)
+    async with _log_without_its_stream(nats_cluster, 0) as (log, _):
         log.publish_timeout_s = 1.0
         began = time.monotonic()
         with pytest.raises(BrokerUnavailable, match="publish"):
             await log.publish(0, 8, b"refused")
         assert 0.9 < time.monotonic() - began < 5.0
         assert log.publishes_resent > 0
-    finally:
-        await admin.close()
-        await log.close()
