@@ -103,11 +103,17 @@ class NatsPartitionLog:
         batch: int = 16,
         duplicate_window_s: float = 120.0,
         connect_timeout_s: float = 5.0,
+        ready_timeout_s: float = 30.0,
     ) -> NatsPartitionLog:
         """Connect (reconnecting forever afterwards) and ensure the stream.
 
+        A cluster that answers but cannot place the stream yet (a node still joining, no
+        meta leader elected: what a stack started all at once sees) is asked again until
+        `ready_timeout_s` has passed.
+
         Raises:
-            BrokerUnavailable: no server answered within `connect_timeout_s`.
+            BrokerUnavailable: no server answered within `connect_timeout_s`, or the cluster
+                could not place the stream within `ready_timeout_s`.
             ConfigurationError: the stream exists for another partition count.
         """
         if partitions < 1:
@@ -115,8 +121,9 @@ class NatsPartitionLog:
         nc = await _connect(urls, connect_timeout_s)
         try:
             js = nc.jetstream(timeout=connect_timeout_s)
-            await _ensure_stream(
+            await _ensure_stream_when_ready(
                 js,
+                ready_timeout_s=ready_timeout_s,
                 stream=stream,
                 subjects=subjects,
                 partitions=partitions,
@@ -343,6 +350,44 @@ async def _connect(urls: Sequence[str], timeout_s: float) -> Client:
             f"nats: no server answered at BUTLER_BROKER_URL ({where}) within {timeout_s:g} s"
         ) from exc
     return nc
+
+
+NOT_PLACED_YET = 10005
+"""JetStream's `no suitable peers for placement`: fewer peers are known to be online than the
+stream's replicas, as while a cluster forms or a node rejoins."""
+
+NOT_READY_RETRY_S = 0.25
+
+
+def _not_ready_yet(exc: BaseException) -> bool:
+    """A refusal a forming cluster gives and a formed one does not."""
+    if isinstance(exc, nats.js.errors.ServiceUnavailableError | nats.errors.NoRespondersError):
+        return True
+    return isinstance(exc, nats.js.errors.APIError) and exc.err_code == NOT_PLACED_YET
+
+
+async def _ensure_stream_when_ready(
+    js: JetStreamContext, *, ready_timeout_s: float, **stream: Any
+) -> None:
+    """`_ensure_stream`, asked again while the cluster is not ready to place it."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + ready_timeout_s
+    refusals = 0
+    while True:
+        try:
+            await _ensure_stream(js, **stream)
+        except BrokerUnavailable as exc:
+            cause = exc.__cause__
+            if cause is None or not _not_ready_yet(cause) or loop.time() >= deadline:
+                raise
+            refusals += 1
+            if refusals == 1:
+                log.warning(
+                    "nats: the cluster cannot place stream %s yet; asking again", stream["stream"]
+                )
+        else:
+            return
+        await asyncio.sleep(NOT_READY_RETRY_S)  # noqa: TID251 - a retry, bounded by a deadline
 
 
 async def _ensure_stream(

@@ -70,6 +70,42 @@ async def test_publishing_survives_the_loss_of_one_node_of_three(tmp_path: Path)
         cluster.stop()
 
 
+@pytest.mark.slow
+async def test_a_stream_the_cluster_cannot_place_yet_is_asked_for_until_it_can(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Two nodes of three up (a stack started all at once): three replicas cannot be placed
+    yet. A short wait is a clear BrokerUnavailable; a longer one ends when the third joins."""
+    cluster = NatsCluster(tmp_path / "nats", nodes=3)
+    cluster.start(up=2)
+    urls = cluster.urls[:2]
+    names = _names()
+    try:
+        with pytest.raises(BrokerUnavailable, match="placement"):
+            await NatsPartitionLog.connect(
+                urls, partitions=2, replicas=3, ready_timeout_s=1.0, **names
+            )
+        caplog.clear()
+        connecting = asyncio.create_task(
+            NatsPartitionLog.connect(urls, partitions=2, replicas=3, ready_timeout_s=60, **names)
+        )
+        deadline = time.monotonic() + 20.0
+        while "cannot place stream" not in caplog.text:  # refused once, and asking again
+            assert not connecting.done(), connecting.exception()
+            assert time.monotonic() < deadline, "the refusal was never logged"
+            await asyncio.sleep(0.05)  # noqa: TID251 - polls a condition, with a deadline
+        cluster.start_node(2, wait=False)
+        async with asyncio.timeout(30):
+            log = await connecting
+        try:
+            await log.publish(1, 1, b"placed")
+            assert await log.lag(1) == 1
+        finally:
+            await log.close()
+    finally:
+        cluster.stop()
+
+
 def _dead_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

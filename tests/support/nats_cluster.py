@@ -50,8 +50,9 @@ class NatsCluster:
     def urls(self) -> list[str]:
         return [f"nats://127.0.0.1:{node.client}" for node in self._nodes]
 
-    def start(self, timeout_s: float = 30.0) -> None:
-        """Start every node and wait until JetStream answers cluster-wide (a meta leader)."""
+    def start(self, timeout_s: float = 30.0, *, up: int | None = None) -> None:
+        """Start every node (or the first `up` of them: a cluster still forming, whose other
+        nodes `start_node` brings later) and wait until JetStream answers (a meta leader)."""
         began = time.monotonic()
         self.folder.mkdir(parents=True, exist_ok=True)
         if not self._nodes:
@@ -60,7 +61,7 @@ class NatsCluster:
             ]
         atexit.register(self.stop)
         try:
-            for i in range(len(self._nodes)):
+            for i in range(len(self._nodes) if up is None else up):
                 self._spawn(i)
             self.wait_ready(timeout_s)
         except BaseException:
