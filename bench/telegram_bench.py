@@ -9,7 +9,10 @@ door's and the engine's own, not a model's.
 
 Printed (one JSON line): p50/p90/p99/max milliseconds from update enqueue to typing, and to
 the reply, for `--messages` updates from `--users` users; the target for typing is <= 100 ms;
-and how many `sendMessage` and `sendChatAction` calls the bot made (chat actions per reply).
+how many `sendMessage` and `sendChatAction` calls the bot made (chat actions per reply), and
+the most of the two in any one second against the bot-wide budget (Telegram's 30 a second).
+Every update's text is distinct, so the response cache never answers for the model and
+`--model-ms` is the wait every reply sees.
 
     .venv/bin/python -m bench.telegram_bench [--messages 300] [--users 30] [--burst 1]
         [--model-ms 0]   (a model latency makes typing refresh while replies are owed)
@@ -64,6 +67,7 @@ class BotAPI:
         self.update_id = 0
         self.changed = asyncio.Event()
         self.calls: dict[str, int] = {}
+        self.sends: list[float] = []
 
     def push(self, user: int) -> None:
         self.update_id += 1
@@ -76,7 +80,7 @@ class BotAPI:
                     "date": int(time.time()),
                     "chat": {"id": user, "type": "private"},
                     "from": {"id": user, "is_bot": False, "first_name": "B", "language_code": "ru"},
-                    "text": "Который час, Альфред?",
+                    "text": f"Который час, Альфред? ({uid})",
                 },
             }
         )
@@ -105,6 +109,8 @@ class BotAPI:
                     pass
             return ok(list(self.queue)[:100])
         chat = int(data.get("chat_id", 0) or 0)
+        if method in ("sendChatAction", "sendMessage"):
+            self.sends.append(now)
         if method == "sendChatAction":
             if self.actions_fail:  # a server that lacks or breaks chat actions
                 return web.json_response(
@@ -125,6 +131,18 @@ class BotAPI:
 
 def ok(result: Any) -> web.Response:
     return web.json_response({"ok": True, "result": result})
+
+
+def peak_per_s(stamps: list[float]) -> int:
+    """The most calls within any one second (a sliding window over the arrival stamps)."""
+    ordered = sorted(stamps)
+    most = 0
+    start = 0
+    for end, stamp in enumerate(ordered):
+        while stamp - ordered[start] >= 1.0:
+            start += 1
+        most = max(most, end - start + 1)
+    return most
 
 
 def pct(values: list[float], q: float) -> float | None:
@@ -193,6 +211,7 @@ async def main(args: argparse.Namespace) -> None:
                 "chat_actions_per_reply": round(
                     api.calls.get("sendChatAction", 0) / max(1, len(reply)), 3
                 ),
+                "peak_sends_per_s": peak_per_s(api.sends),
                 "to_typing_ms": {
                     "p50": pct(typing, 0.5),
                     "p90": pct(typing, 0.9),
