@@ -175,11 +175,7 @@ class PartitionOwner:
 
     async def stop(self) -> None:
         """Stop every consumer, then free every lease so others take over at once."""
-        if self._loop is not None:
-            self._loop.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._loop
-            self._loop = None
+        await self._end_rounds()
         for partition in self.owned():
             await self._drop(partition, release=True)
         if self._member is not None:
@@ -190,14 +186,17 @@ class PartitionOwner:
 
     async def abandon(self) -> None:
         """Stop consuming without freeing anything (a crash, for tests): leases expire."""
+        await self._end_rounds()
+        for partition in self.owned():
+            await self._drop(partition, release=False)
+        self._member = None
+
+    async def _end_rounds(self) -> None:
         if self._loop is not None:
             self._loop.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._loop
             self._loop = None
-        for partition in self.owned():
-            await self._drop(partition, release=False)
-        self._member = None
 
     def next_round_in(self, started: datetime) -> float:
         """Seconds until the next round: a third of the time to live after `started` (the

@@ -8,6 +8,7 @@ import asyncio
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from adapters.storage import memory
 from engine.domain import Language, MemoryEvent, UserProfile
@@ -179,3 +180,20 @@ class FakeTranscriber:
             return Transcript(text.strip(), language or language_hint, len(text) / 15)
         finally:
             self.slots.release()
+
+
+class ScriptedBot:
+    """Answers Bot API calls from a script of results or exceptions."""
+
+    def __init__(self, *script: Any) -> None:
+        self.script = list(script)
+        self.calls: list[Any] = []
+        self.called = asyncio.Event()
+
+    async def __call__(self, method: Any, request_timeout: int | None = None) -> Any:
+        self.calls.append(method)
+        self.called.set()
+        outcome = self.script.pop(0) if self.script else True
+        if isinstance(outcome, BaseException):
+            raise outcome
+        return outcome

@@ -30,6 +30,7 @@ from adapters.telegram.texts import language_of
 from adapters.telegram.webhook import webhook_app
 from engine.errors import StoreUnavailable
 from engine.ports import OutgoingReply
+from tests.fakes import ScriptedBot
 
 pytestmark = pytest.mark.anyio
 
@@ -116,23 +117,6 @@ def test_telegram_settings_parse_and_refuse_nonsense():
 
 
 # -- outbound --------------------------------------------------------------------------------
-
-
-class ScriptedBot:
-    """Answers Bot API calls from a script of results or exceptions."""
-
-    def __init__(self, *script: Any) -> None:
-        self.script = list(script)
-        self.calls: list[Any] = []
-        self.called = asyncio.Event()
-
-    async def __call__(self, method: Any, request_timeout: int | None = None) -> Any:
-        self.calls.append(method)
-        self.called.set()
-        outcome = self.script.pop(0) if self.script else True
-        if isinstance(outcome, BaseException):
-            raise outcome
-        return outcome
 
 
 def metrics() -> TelegramMetrics:

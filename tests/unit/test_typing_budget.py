@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-from typing import Any
 
 import pytest
 from aiogram.enums import ChatAction
@@ -14,25 +13,9 @@ from prometheus_client import CollectorRegistry
 from adapters.telegram.chat_actions import Typing
 from adapters.telegram.metrics import TelegramMetrics
 from adapters.telegram.outbound import Outbox, Pacer
+from tests.fakes import ScriptedBot as Bot
 
 pytestmark = pytest.mark.anyio
-
-
-class Bot:
-    """Answers Bot API calls from a script of results or exceptions."""
-
-    def __init__(self, *script: Any) -> None:
-        self.script = list(script)
-        self.calls: list[Any] = []
-        self.called = asyncio.Event()
-
-    async def __call__(self, method: Any, request_timeout: int | None = None) -> Any:
-        self.calls.append(method)
-        self.called.set()
-        outcome = self.script.pop(0) if self.script else True
-        if isinstance(outcome, BaseException):
-            raise outcome
-        return outcome
 
 
 def action(chat: int = 1) -> SendChatAction:
