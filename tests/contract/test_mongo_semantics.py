@@ -6,6 +6,9 @@ differs from mongod here fails loudly, instead of letting the adapter's tests pa
 
 from __future__ import annotations
 
+import subprocess
+import sys
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -150,6 +153,46 @@ def test_concurrent_transactions_conflict_with_a_transient_label(raw: Any):
         second.abort_transaction()
         first.commit_transaction()
     assert raw[EVENTS].find_one({"_id": "doc"})["n"] == 1
+
+
+KILLED_MID_TRANSACTION = """
+import sys, time
+from pymongo import MongoClient
+client = MongoClient(sys.argv[1])
+session = client.start_session()
+session.start_transaction()
+client.get_default_database().leases.update_one(
+    {"_id": "user:1"}, {"$inc": {"token": 1}}, session=session
+)
+print("in transaction", flush=True)
+time.sleep(600)
+"""
+
+
+@pytest.mark.slow
+def test_a_killed_clients_transaction_is_aborted_within_its_lifetime(server_uri: str, raw: Any):
+    """A worker SIGKILLed inside a fenced write leaves its transaction open on the server. A
+    write to the lease it updated (the take-over) waits for the transaction's lifetime (60 s,
+    mongod's `transactionLifetimeLimitSeconds`), then finds the lease as it was."""
+    raw.leases.insert_one({"_id": "user:1", "token": 1})
+    with subprocess.Popen(
+        [sys.executable, "-c", KILLED_MID_TRANSACTION, server_uri], stdout=subprocess.PIPE
+    ) as victim:
+        try:
+            assert victim.stdout is not None
+            assert victim.stdout.readline() == b"in transaction\n"
+        finally:
+            victim.kill()
+    began = time.monotonic()
+    taker: MongoClient[Doc] = MongoClient(server_uri, socketTimeoutMS=120_000)
+    try:
+        before = taker.get_default_database().leases.find_one_and_update(
+            {"_id": "user:1"}, {"$inc": {"token": 10}}
+        )
+    finally:
+        taker.close()
+    assert before == {"_id": "user:1", "token": 1}  # the dead transaction's write is gone
+    assert time.monotonic() - began < 90
 
 
 def test_journaled_writes_are_acknowledged(raw: Any):
