@@ -121,7 +121,7 @@ class NatsPartitionLog:
         nc = await _connect(urls, connect_timeout_s)
         try:
             js = nc.jetstream(timeout=connect_timeout_s)
-            await _ensure_stream_when_ready(
+            await _ensure_stream(
                 js,
                 ready_timeout_s=ready_timeout_s,
                 stream=stream,
@@ -366,56 +366,48 @@ def _not_ready_yet(exc: BaseException) -> bool:
     return isinstance(exc, nats.js.errors.APIError) and exc.err_code == NOT_PLACED_YET
 
 
-async def _ensure_stream_when_ready(
-    js: JetStreamContext, *, ready_timeout_s: float, **stream: Any
-) -> None:
-    """`_ensure_stream`, asked again while the cluster is not ready to place it."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + ready_timeout_s
-    refusals = 0
-    while True:
-        try:
-            await _ensure_stream(js, **stream)
-        except BrokerUnavailable as exc:
-            cause = exc.__cause__
-            if cause is None or not _not_ready_yet(cause) or loop.time() >= deadline:
-                raise
-            refusals += 1
-            if refusals == 1:
-                log.warning(
-                    "nats: the cluster cannot place stream %s yet; asking again", stream["stream"]
-                )
-        else:
-            return
-        await asyncio.sleep(NOT_READY_RETRY_S)  # noqa: TID251 - a retry, bounded by a deadline
-
-
 async def _ensure_stream(
     js: JetStreamContext,
     *,
+    ready_timeout_s: float,
     stream: str,
     subjects: str,
     partitions: int,
     replicas: int,
     duplicate_window_s: float,
 ) -> None:
+    """Find the stream or add it, asked again while the cluster is not ready to place it."""
+    config = StreamConfig(
+        name=stream,
+        description=f"butler updates; partitions={partitions}",
+        subjects=[f"{subjects}.*"],
+        retention=RetentionPolicy.LIMITS,
+        storage=StorageType.FILE,
+        num_replicas=replicas,
+        duplicate_window=duplicate_window_s,
+        max_age=RETENTION_S,
+    )
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + ready_timeout_s
+    warned = False
     async with _mapped("stream"):
-        try:
-            info = await js.stream_info(stream)
-        except nats.js.errors.NotFoundError:
-            await js.add_stream(
-                StreamConfig(
-                    name=stream,
-                    description=f"butler updates; partitions={partitions}",
-                    subjects=[f"{subjects}.*"],
-                    retention=RetentionPolicy.LIMITS,
-                    storage=StorageType.FILE,
-                    num_replicas=replicas,
-                    duplicate_window=duplicate_window_s,
-                    max_age=RETENTION_S,
-                )
-            )
-            return
+        while True:
+            try:
+                try:
+                    info = await js.stream_info(stream)
+                except nats.js.errors.NotFoundError:
+                    await js.add_stream(config)
+                    return
+                break
+            except (nats.errors.Error, TimeoutError) as exc:
+                if not _not_ready_yet(exc) or loop.time() >= deadline:
+                    raise
+                if not warned:
+                    log.warning(
+                        "nats: the cluster cannot place stream %s yet; asking again", stream
+                    )
+                    warned = True
+            await asyncio.sleep(NOT_READY_RETRY_S)  # noqa: TID251 - a retry with a deadline
     found = _PARTITIONS.search(info.config.description or "")
     if found is None or int(found.group(1)) != partitions:
         had = found.group(1) if found else "unknown"

@@ -32,8 +32,8 @@ class SecantusServer:
     a periodic job, so the transaction of a client killed mid-write ends on its own. This
     server reaps such transactions only when another transaction's statement arrives, so a
     write blocked behind one (a worker taking over the lease the dead worker's transaction
-    updated) waits forever when no other transaction comes. `reaper` stands in for mongod's
-    job: a transaction of one read, once a second, while the server runs.
+    updated) waits forever when no other transaction comes. A reaper thread stands in for
+    mongod's job: a transaction of one read every `reaper_every_s`, while the server runs.
     """
 
     folder: Path
